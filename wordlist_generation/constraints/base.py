@@ -1,0 +1,84 @@
+"""The small interface between decoding and any constraint.
+
+The engine knows only these two classes. A constraint is compiled once (expensive, cached) into a
+`CompiledConstraint`; every sequence that decodes under it (a request row, a beam, a batch row) gets
+its own `SequenceConstraint`, forked from a parent in microseconds, so beams that reorder every
+step never share mutable state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+class SequenceConstraint(ABC):
+    """Mutable decoding state of one sequence."""
+
+    @abstractmethod
+    def fork(self) -> SequenceConstraint:
+        """An independent copy (cheap: called per beam and per step where beams split)."""
+
+    @abstractmethod
+    def advance(self, token_id: int) -> bool:
+        """Consume one generated token. False when the token was not allowed (state unusable)."""
+
+    @abstractmethod
+    def fill_allowed(self, allowed: torch.Tensor) -> None:
+        """Set `allowed[t] = True` for every token that may come next.
+
+        `allowed` is a bool vector as long as the model's logits, initially all False. End-of-sequence
+        tokens are handled by the caller through `can_end()`, so implementations may leave them out.
+        """
+
+    @abstractmethod
+    def can_end(self) -> bool:
+        """True when the text so far is a complete answer (we are at a word boundary)."""
+
+
+@dataclass
+class CheckReport:
+    """Result of an independent re-check of a final text."""
+
+    ok: bool
+    violations: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class CompiledConstraint(ABC):
+    """A constraint compiled for one tokenizer; shared, immutable, cached."""
+
+    #: Seconds spent compiling (0.0 when it came from the cache is reported by the cache, not here).
+    compile_seconds: float = 0.0
+
+    @abstractmethod
+    def start(self) -> SequenceConstraint:
+        """A fresh state for a new sequence (a copy of a clean, pre-built state)."""
+
+    @abstractmethod
+    def releasable(self, text: str) -> int:
+        """How many leading characters of a still-growing `text` may be streamed now.
+
+        Text after the last word boundary is held back: it may still become a word outside the
+        list, or be trimmed by `finalize` if generation is cut.
+        """
+
+    @abstractmethod
+    def finalize(self, text: str, complete: bool) -> str:
+        """The text to return. When `complete` is False (cut by max_tokens or cancelled), a
+        trailing partial word that is not itself allowed is removed."""
+
+    @abstractmethod
+    def check(self, text: str) -> CheckReport:
+        """Independent re-check of a final text (does not use the token masks)."""
+
+    def prompt_hint(self) -> str | None:
+        """An instruction telling the model about the restriction, or None."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Extension fields reported in the response (language, n_words, sha256, ...)."""
+        return {}
