@@ -1,0 +1,1 @@
+"""Constraint compilers and the logits processor (no web framework here)."""
