@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from wordlist_generation.engine.loader import build_tiny_model, default_cache_dir, embedded_model_dir
+from wordlist_generation.engine.loader import (
+    build_tiny_model,
+    default_cache_dir,
+    embedded_model_dir,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,3 +32,61 @@ def smollm_tokenizer(embedded_dir: Path):
 def tiny_model_dir(embedded_dir: Path) -> Path:
     """A random-weight 2-layer Llama with the real SmolLM2 tokenizer (fast, realistic masking)."""
     return build_tiny_model(default_cache_dir() / "models" / "tiny-llama-smollm2-v1", embedded_dir)
+
+
+@pytest.fixture(scope="session")
+def server_logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server-logs")
+
+
+def _tiny_env(tiny_model_dir: Path, tmp: Path) -> dict[str, str]:
+    return {
+        "MODEL_NAME": str(tiny_model_dir),
+        "SERVED_MODEL_ID": "tiny-test",
+        "MODEL_ALIASES": "tiny-alias",
+        "DEFAULT_NUM_BEAMS": "2",
+        "DEFAULT_MAX_NEW_TOKENS": "16",
+        "ALLOWED_MAX_NEW_TOKENS": "256",
+        "MAX_INPUT_TOKENS": "512",
+        "GENERATION_MAX_CONCURRENCY": "1",
+        "GENERATION_QUEUE_SIZE": "2",
+        "MAX_REQUEST_BYTES": "65536",
+        "STREAM_KEEPALIVE_SECONDS": "0.5",
+        "BATCH_JOB_DIR": str(tmp / "jobs"),
+        "BATCH_JOB_TEMP_DIR": str(tmp / "uploads"),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir: Path, tmp_path_factory, server_logs: Path):
+    """The unified app (chat + batch) on the tiny random model, started once per session."""
+    from server_process import ServerProcess
+
+    tmp = tmp_path_factory.mktemp("tiny-server")
+    server = ServerProcess(
+        "wordlist_generation.main:app", _tiny_env(tiny_model_dir, tmp), server_logs / "tiny.log"
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_server(embedded_dir: Path, tmp_path_factory, server_logs: Path):
+    """The chat app on the real embedded SmolLM2 model, started once per session."""
+    from server_process import ServerProcess
+
+    tmp = tmp_path_factory.mktemp("embedded-server")
+    env = {
+        "MODEL_NAME": "",
+        "DEFAULT_NUM_BEAMS": "2",
+        "GENERATION_MAX_CONCURRENCY": "1",
+        "GENERATION_QUEUE_SIZE": "8",
+        "TORCH_NUM_THREADS": "2",
+        "BATCH_JOB_DIR": str(tmp / "jobs"),
+        "BATCH_JOB_TEMP_DIR": str(tmp / "uploads"),
+    }
+    server = ServerProcess(
+        "wordlist_generation.app_chat:app", env, server_logs / "embedded.log"
+    ).start()
+    yield server
+    server.stop()

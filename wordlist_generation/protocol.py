@@ -1,0 +1,339 @@
+"""OpenAI chat-completion request/response models, plus this server's extension fields.
+
+The one place where HTTP fields become generation parameters is `ChatCompletionRequest.to_params`,
+so the decoding-mode rule is implemented (and tested) once:
+
+- `temperature > 0` samples (with `top_p`, `top_k`, `seed`); `num_beams` must then be 1 or unset.
+- otherwise (temperature 0 or unset) beam search with `num_beams` (default `DEFAULT_NUM_BEAMS`),
+  which is greedy decoding when `num_beams` is 1.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .engine.params import SamplingParams
+from .errors import InvalidRequest, UnsupportedParameter
+from .settings import Settings
+
+#: Fields the OpenAI API defines that this server accepts and ignores: they change nothing about
+#: the generated text. Anything else unknown is refused with 400 naming it.
+IGNORED_FIELDS: frozenset[str] = frozenset(
+    {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
+)
+
+#: OpenAI parameters this server does not implement; sending a non-default value is a 400.
+UNSUPPORTED_FIELDS: frozenset[str] = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "functions",
+        "function_call",
+        "parallel_tool_calls",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "response_format",
+        "audio",
+        "modalities",
+        "prediction",
+        "reasoning_effort",
+        "web_search_options",
+        "verbosity",
+    }
+)
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+    def template_role(self) -> str:
+        return "system" if self.role == "developer" else self.role
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+    #: Extension: structured progress events (phonological mode) as extra chunks.
+    include_events: bool = False
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ChatCompletionRequest(BaseModel):
+    """A chat completion request. Unknown fields are refused, except the documented harmless ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1, description="extension: sample from the k best tokens")
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
+    n: int = Field(1, ge=1, le=128)
+    stop: str | list[str] | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0, description="extension")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    # extensions (sent through extra_body by SDK users)
+    num_beams: int | None = Field(None, ge=1)
+    length_penalty: float | None = Field(None, ge=-10.0, le=10.0)
+    vocab_lang: str | None = None
+    vocab_n_words: int | None = None
+    vocab_prompt_hint: bool | None = Field(
+        None, description="extension: tell the model about the vocabulary (default from settings)"
+    )
+    constraints: list[dict[str, Any]] | None = None
+    drafts: int | None = Field(None, ge=1, le=16)
+    # unsupported OpenAI parameters: declared so we can name them in a clear 400
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    parallel_tool_calls: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    logit_bias: Any = None
+    response_format: Any = None
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    reasoning_effort: Any = None
+    web_search_options: Any = None
+    verbosity: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_ignored(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in IGNORED_FIELDS}
+        return data
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        items = [value] if isinstance(value, str) else (value or [])
+        if len(items) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        if any(item == "" for item in items):
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+    @field_validator("vocab_n_words", mode="before")
+    @classmethod
+    def _strict_int(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("must be an integer")
+        if isinstance(value, str):
+            raise ValueError("must be an integer")
+        return value
+
+    def unsupported_fields(self) -> list[str]:
+        """Unsupported OpenAI parameters sent with a value that would change the result."""
+        bad = []
+        for name in sorted(UNSUPPORTED_FIELDS & self.model_fields_set):
+            value = getattr(self, name)
+            if value in (None, False, [], {}) or (name == "parallel_tool_calls" and value is True):
+                continue
+            if (
+                name == "response_format"
+                and isinstance(value, dict)
+                and value.get("type") == "text"
+            ):
+                continue
+            bad.append(name)
+        return bad
+
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def to_params(self, settings: Settings) -> SamplingParams:
+        """Validate the combination of fields and build the generation parameters."""
+        bad = self.unsupported_fields()
+        if bad:
+            raise UnsupportedParameter(f"'{bad[0]}' is not supported by this server", param=bad[0])
+        if (
+            self.max_tokens is not None
+            and self.max_completion_tokens is not None
+            and self.max_tokens != self.max_completion_tokens
+        ):
+            raise InvalidRequest(
+                "max_tokens and max_completion_tokens disagree; send one of them",
+                param="max_completion_tokens",
+            )
+        max_new = self.max_completion_tokens or self.max_tokens
+        param = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+        if max_new is not None and max_new > settings.ALLOWED_MAX_NEW_TOKENS:
+            raise InvalidRequest(
+                f"{param} is {max_new}, above this server's maximum of "
+                f"{settings.ALLOWED_MAX_NEW_TOKENS}",
+                param=param,
+            )
+        max_new = max_new or settings.DEFAULT_MAX_NEW_TOKENS
+        if self.n > settings.MAX_N:
+            raise InvalidRequest(f"n must be at most {settings.MAX_N}", param="n")
+
+        sampling = self.temperature is not None and self.temperature > 0
+        if sampling:
+            if self.num_beams is not None and self.num_beams > 1:
+                raise InvalidRequest(
+                    "num_beams > 1 needs temperature 0 or unset: temperature > 0 selects "
+                    "sampling, which does not combine with beam search on this server",
+                    param="num_beams",
+                )
+            if self.length_penalty is not None:
+                raise InvalidRequest(
+                    "length_penalty only applies to beam search (temperature 0 or unset)",
+                    param="length_penalty",
+                )
+            num_beams = 1
+        else:
+            for name in ("top_p", "top_k"):
+                value = getattr(self, name)
+                if value is not None and not (name == "top_p" and value == 1.0):
+                    raise InvalidRequest(
+                        f"{name} only applies when sampling (temperature > 0)", param=name
+                    )
+            num_beams = self.num_beams or settings.DEFAULT_NUM_BEAMS
+            if num_beams > settings.MAX_NUM_BEAMS:
+                raise InvalidRequest(
+                    f"num_beams must be at most {settings.MAX_NUM_BEAMS}", param="num_beams"
+                )
+            if self.n > num_beams:
+                raise InvalidRequest(
+                    f"n ({self.n}) cannot exceed num_beams ({num_beams}) without sampling: "
+                    "raise num_beams or set temperature > 0",
+                    param="n",
+                )
+            if num_beams == 1 and self.length_penalty is not None:
+                raise InvalidRequest(
+                    "length_penalty only applies to beam search (num_beams > 1)",
+                    param="length_penalty",
+                )
+        work = self.n * num_beams * max_new
+        if work > settings.MAX_WORK_TOKENS:
+            raise InvalidRequest(
+                f"n x num_beams x max_tokens = {self.n} x {num_beams} x {max_new} = {work} "
+                f"exceeds this server's limit of {settings.MAX_WORK_TOKENS}",
+                param="max_tokens" if self.max_tokens else "n",
+            )
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequest("stream_options requires stream=true", param="stream_options")
+        return SamplingParams(
+            max_new_tokens=max_new,
+            do_sample=sampling,
+            num_beams=num_beams,
+            n=self.n,
+            temperature=self.temperature if sampling else 1.0,
+            top_p=self.top_p if self.top_p is not None else 1.0,
+            top_k=self.top_k,
+            seed=self.seed,
+            stop=self.stop_list(),
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repetition_penalty or 1.0,
+            length_penalty=self.length_penalty if self.length_penalty is not None else 1.0,
+        )
+
+
+# ---------------------------------------------------------------- responses
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: ResponseMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    system_fingerprint: str | None = None
+    #: Extension: how the output was constrained and the independent re-check (null if unconstrained).
+    constraint: dict[str, Any] | None = None
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    constraint: dict[str, Any] | None = None
+    #: Extension: a structured progress event (only with stream_options.include_events).
+    event: dict[str, Any] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "wordlist-generation"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

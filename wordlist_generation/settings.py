@@ -1,0 +1,156 @@
+"""One settings model for every process, read from the environment and `.env`.
+
+Every field is documented here and in `.env.example` (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_TOKEN = "changeme"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+log = logging.getLogger(__name__)
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CsvStrings = Annotated[list[str], NoDecode]
+CsvInts = Annotated[list[int], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- service ---
+    ENVIRONMENT: Environment = Field(
+        Environment.development, description="`production` refuses the placeholder SECRET_TOKEN."
+    )
+    SECRET_TOKEN: SecretStr = Field(
+        SecretStr(PLACEHOLDER_TOKEN),
+        description="Bearer token every /v1 route requires (header or ?token=).",
+    )
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    CHAT_PORT: int = Field(8010, description="Port of the chat service (scripts and nginx).")
+    BATCH_PORT: int = Field(8011, description="Port of the batch service (scripts and nginx).")
+    MAX_REQUEST_BYTES: int = Field(
+        1_048_576, ge=1024, description="Largest accepted JSON request body on chat routes."
+    )
+    SHUTDOWN_GRACE_SECONDS: int = Field(
+        60, ge=0, description="On SIGTERM, how long in-flight chat requests may take to finish."
+    )
+
+    # --- model ---
+    MODEL_NAME: str = Field(
+        "", description="HF repo id or local path; empty = embedded SmolLM2-135M-Instruct."
+    )
+    MODEL_GGUF_FILE: str = Field("", description="GGUF file name inside MODEL_NAME (optional).")
+    SERVED_MODEL_ID: str = Field(
+        "", description="Model id shown in /v1/models; empty = derived from the model."
+    )
+    MODEL_ALIASES: CsvStrings = Field(
+        default_factory=list, description="Other `model` values accepted for the served model."
+    )
+    TORCH_DTYPE: str = Field("float32", description="float32, bfloat16, float16 or auto.")
+    DEVICE_MAP: str = Field("", description="transformers device_map (e.g. `auto`, `cuda`).")
+    TRUST_REMOTE_CODE: bool = Field(False, description="Allow model code from the repo.")
+    ATTN_IMPLEMENTATION: str = Field("", description="eager, sdpa, flash_attention_2 or empty.")
+    MODEL_CACHE_DIR: Path | None = Field(
+        None,
+        description="Where converted GGUF models are cached; default ~/.cache/wordlist-generation.",
+    )
+    TORCH_NUM_THREADS: int = Field(
+        0, ge=0, description="torch intra-op threads per process; 0 = torch's default."
+    )
+
+    # --- generation limits ---
+    MAX_INPUT_TOKENS: int = Field(4096, ge=1, description="Longer prompts get 400.")
+    ALLOWED_MAX_NEW_TOKENS: int = Field(1024, ge=1, description="Upper bound for max_tokens.")
+    DEFAULT_MAX_NEW_TOKENS: int = Field(512, ge=1, description="max_tokens when none is sent.")
+    DEFAULT_NUM_BEAMS: int = Field(10, ge=1, description="Beams when temperature is 0/unset.")
+    MAX_NUM_BEAMS: int = Field(10, ge=1, description="Largest accepted num_beams.")
+    MAX_N: int = Field(8, ge=1, description="Largest accepted n (choices).")
+    MAX_WORK_TOKENS: int = Field(
+        65_536, ge=1, description="Cap on n x num_beams x max_tokens for one request."
+    )
+    GENERATION_MAX_CONCURRENCY: int = Field(
+        1, ge=1, description="Generations running at once in one process."
+    )
+    GENERATION_QUEUE_SIZE: int = Field(
+        16, ge=0, description="Requests that may wait for a slot; beyond that 429."
+    )
+    STREAM_KEEPALIVE_SECONDS: float = Field(
+        5.0, gt=0, description="SSE comment interval while nothing can be sent (beam search)."
+    )
+
+    # --- constraints ---
+    WORDLIST_DIR: Path = Field(
+        REPO_ROOT / "wordlists", description="Directory of <lang>.txt lists."
+    )
+    CONSTRAINT_BACKEND: Literal["llguidance", "lm-format-enforcer"] = Field("llguidance")
+    CONSTRAINT_CACHE_SIZE: int = Field(32, ge=1, description="Compiled constraints kept (LRU).")
+    CONSTRAINT_PROMPT_HINT: bool = Field(
+        True, description="Tell the model about the vocabulary restriction in a system message."
+    )
+    PREBUILD_PREFIX: bool = Field(False, description="Compile PREBUILD_* constraints at start-up.")
+    PREBUILD_LANGS: CsvStrings = Field(default_factory=lambda: ["es", "en"])
+    PREBUILD_WORD_COUNTS: CsvInts = Field(default_factory=lambda: [1000, 3000])
+    LEXICON_CACHE_DIR: Path | None = Field(
+        None, description="Where the pronunciation lexicon parquet is cached."
+    )
+
+    # --- batch service ---
+    BATCH_JOB_DIR: Path = Field(REPO_ROOT / "var" / "jobs", description="Job records and results.")
+    BATCH_JOB_TEMP_DIR: Path = Field(REPO_ROOT / "var" / "uploads", description="Uploaded files.")
+    BATCH_MAX_UPLOAD_BYTES: int = Field(10_485_760, ge=1024, description="Largest upload.")
+    BATCH_MAX_ITEMS: int = Field(1000, ge=1, description="Most items in one job.")
+    BATCH_JOB_PIPELINE_SIZE: int = Field(8, ge=1, description="Items generated per batch.")
+    BATCH_RESULT_TTL_HOURS: float = Field(72, gt=0, description="Retention of job results.")
+    BATCH_DEFAULT_MAX_TOKENS: int = Field(512, ge=1, description="Job-wide max_tokens default.")
+    BATCH_DEFAULT_NUM_BEAMS: int = Field(10, ge=1, description="Job-wide num_beams default.")
+
+    @field_validator("MODEL_ALIASES", "PREBUILD_LANGS", "PREBUILD_WORD_COUNTS", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.ENVIRONMENT == Environment.production and self.uses_placeholder_token:
+            raise ValueError(
+                "SECRET_TOKEN is the placeholder 'changeme'; set a real secret in production"
+            )
+        if self.DEFAULT_MAX_NEW_TOKENS > self.ALLOWED_MAX_NEW_TOKENS:
+            raise ValueError("DEFAULT_MAX_NEW_TOKENS must not exceed ALLOWED_MAX_NEW_TOKENS")
+        if self.DEFAULT_NUM_BEAMS > self.MAX_NUM_BEAMS:
+            raise ValueError("DEFAULT_NUM_BEAMS must not exceed MAX_NUM_BEAMS")
+        return self
+
+    @property
+    def uses_placeholder_token(self) -> bool:
+        return self.SECRET_TOKEN.get_secret_value() == PLACEHOLDER_TOKEN
+
+    def warn_if_insecure(self) -> None:
+        if self.uses_placeholder_token:
+            log.warning(
+                "!!! SECRET_TOKEN is the placeholder %r: anyone can use this server. "
+                "Set SECRET_TOKEN (refused when ENVIRONMENT=production). !!!",
+                PLACEHOLDER_TOKEN,
+            )
