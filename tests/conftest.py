@@ -46,7 +46,7 @@ def _tiny_env(tiny_model_dir: Path, tmp: Path) -> dict[str, str]:
         "MODEL_ALIASES": "tiny-alias",
         "DEFAULT_NUM_BEAMS": "2",
         "DEFAULT_MAX_NEW_TOKENS": "16",
-        "ALLOWED_MAX_NEW_TOKENS": "256",
+        "ALLOWED_MAX_NEW_TOKENS": "4096",
         "MAX_INPUT_TOKENS": "512",
         "GENERATION_MAX_CONCURRENCY": "1",
         "GENERATION_QUEUE_SIZE": "2",

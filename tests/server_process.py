@@ -112,7 +112,9 @@ class ServerProcess:
     def client(self, **kwargs):
         from openai import OpenAI
 
-        return OpenAI(base_url=f"{self.base_url}/v1", api_key=self.token, max_retries=0, **kwargs)
+        kwargs.setdefault("api_key", self.token)
+        kwargs.setdefault("max_retries", 0)
+        return OpenAI(base_url=f"{self.base_url}/v1", **kwargs)
 
     def http(self, **kwargs) -> httpx.Client:
         return httpx.Client(

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from . import __version__
 from .auth import TokenAuthMiddleware
 from .errors import install_error_handlers
-from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, redact_query
 from .serving import GenerationLimiter, ServerState
 from .settings import Settings
 
@@ -31,7 +31,21 @@ log = logging.getLogger("wordlist_generation")
 StartupHook = Callable[[FastAPI, ServerState], Any]
 
 
+class _RedactTokens(logging.Filter):
+    """uvicorn's own access log prints raw URLs; a `?token=` there must never reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_query(a) if isinstance(a, str) and "token=" in a else a for a in record.args
+            )
+        return True
+
+
 def configure_logging(level: str) -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactTokens) for f in access.filters):
+        access.addFilter(_RedactTokens())
     root = logging.getLogger("wordlist_generation")
     root.setLevel(level)
     if not root.handlers:

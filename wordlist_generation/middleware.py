@@ -14,7 +14,7 @@ from .errors import RequestTooLarge
 
 log = logging.getLogger("wordlist_generation.access")
 
-_TOKEN_IN_QUERY = re.compile(r"(^|&)token=[^&]*")
+_TOKEN_IN_QUERY = re.compile(r"(^|[?&])token=[^&\s]*")
 
 
 def redact_query(query: str) -> str:
