@@ -1,0 +1,635 @@
+"""Phonological constraints without a model: validation, CSP, grammar replay, re-check, budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from wordlist_generation.constraints.lexicon import Lexicon, expand_exclusion
+from wordlist_generation.constraints.phonological import (
+    BudgetTooSmall,
+    GrammarPlan,
+    GrammarTooLarge,
+    PhonologicalConstraint,
+    UnsatisfiableConstraint,
+    UnsupportedBackend,
+    answer_words,
+    cache_key,
+    check_text,
+    compile_grammar,
+    parse_constraints,
+    preview,
+    require_llguidance,
+    solve,
+)
+from wordlist_generation.engine.loader import default_cache_dir
+
+NO_R_NO_L_TWO_S = [
+    {"type": "exclude", "phonemes": ["r", "l"]},
+    {"type": "include", "phonemes": ["s"], "position": "initial", "min_count": 2},
+]
+DZ_FINAL_SHORT = [
+    {"type": "contrastive_minpair", "phoneme1": "d", "phoneme2": "z", "position": "final"},
+    {"type": "bound", "norm": "syllables", "max_value": 2},
+]
+
+
+@pytest.fixture(scope="module")
+def lexicon() -> Lexicon:
+    lex = Lexicon.load(default_cache_dir() / "lexicon")
+    lex.warm()
+    return lex
+
+
+@pytest.fixture(scope="module")
+def ll_tokenizer(smollm_tokenizer: Any) -> Any:
+    import llguidance.hf
+
+    return llguidance.hf.from_tokenizer(smollm_tokenizer)
+
+
+def compiled(
+    lexicon: Lexicon, tokenizer: Any, ll_tok: Any, raw: list[dict], **kw: Any
+) -> PhonologicalConstraint:
+    return PhonologicalConstraint(
+        solve(lexicon, parse_constraints(raw), **kw), lexicon, tokenizer, ll_tok
+    )
+
+
+def replay(pc: PhonologicalConstraint, tokenizer: Any, text: str) -> tuple[bool, bool]:
+    """Feed the tokens of `text` through fresh sequence state, checking each against the mask.
+
+    Returns (every token was allowed, the state may end afterwards).
+    """
+    state = pc.start()
+    for tok in tokenizer.encode(text, add_special_tokens=False):
+        allowed = torch.zeros(len(tokenizer), dtype=torch.bool)
+        state.fill_allowed(allowed)
+        if not allowed[tok] or not state.advance(tok):
+            return False, False
+    return True, state.can_end()
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+BAD_INPUTS = [
+    ("unknown type", [{"type": "rhyme", "phonemes": ["s"]}], ["rhyme", "exclude"]),
+    ("unknown phoneme", [{"type": "exclude", "phonemes": ["s", "x"]}], ["'x'", "inventory", "ɹ"]),
+    (
+        "unknown phoneme in pair",
+        [{"type": "contrastive_minpair", "phoneme1": "q", "phoneme2": "d"}],
+        ["'q'", "phoneme1"],
+    ),
+    ("empty phoneme list", [{"type": "exclude", "phonemes": []}], ["phonemes", "at least 1"]),
+    ("empty include list", [{"type": "include", "phonemes": []}], ["phonemes"]),
+    (
+        "empty targets",
+        [{"type": "contrastive_multopp", "substitute": "t", "targets": []}],
+        ["targets"],
+    ),
+    (
+        "min above max",
+        [{"type": "bound", "norm": "zipf", "min_value": 5, "max_value": 3}],
+        ["above max_value"],
+    ),
+    ("no bound given", [{"type": "bound", "norm": "letters"}], ["min_value"]),
+    ("bad norm", [{"type": "bound", "norm": "vowels", "max_value": 3}], ["norm"]),
+    (
+        "bad position",
+        [{"type": "include", "phonemes": ["s"], "position": "middle"}],
+        ["position", "initial"],
+    ),
+    ("min_count zero", [{"type": "include", "phonemes": ["s"], "min_count": 0}], ["min_count"]),
+    (
+        "same phonemes",
+        [{"type": "contrastive_minpair", "phoneme1": "d", "phoneme2": "d"}],
+        ["both /d/"],
+    ),
+    (
+        "maxopp vowel",
+        [{"type": "contrastive_maxopp", "phoneme1": "iː", "phoneme2": "m"}],
+        ["not a consonant"],
+    ),
+    (
+        "maxopp two obstruents",
+        [{"type": "contrastive_maxopp", "phoneme1": "p", "phoneme2": "z"}],
+        ["sonorant_diff"],
+    ),
+    (
+        "maxopp too close",
+        [{"type": "contrastive_maxopp", "phoneme1": "d", "phoneme2": "n"}],
+        ["min_feature_distance"],
+    ),
+    (
+        "n_targets too big",
+        [{"type": "contrastive_multopp", "substitute": "t", "targets": ["k", "s"], "n_targets": 3}],
+        ["n_targets"],
+    ),
+    (
+        "substitute in targets",
+        [{"type": "contrastive_multopp", "substitute": "t", "targets": ["t", "k"]}],
+        ["substitute"],
+    ),
+    ("unknown field", [{"type": "exclude", "phonemes": ["s"], "weight": 2}], ["weight"]),
+    (
+        "negative weight",
+        [{"type": "bound_boost", "norm": "zipf", "min_value": 4, "weight": -1}],
+        ["weight"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "fragments"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_table(case: str, raw: list[dict], fragments: list[str]) -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse_constraints(raw)
+    text = str(exc.value)
+    for frag in fragments:
+        assert frag in text, (case, frag, text)
+
+
+def test_error_locations_name_the_field() -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse_constraints(
+            [{"type": "exclude", "phonemes": ["s"]}, {"type": "exclude", "phonemes": ["x"]}]
+        )
+    (err,) = exc.value.errors()
+    assert err["loc"][0] == 1 and err["loc"][-2:] == ("phonemes", 0)
+
+
+def test_valid_inputs_are_normalized() -> None:
+    ex, pair, mult = parse_constraints(
+        [
+            {"type": "exclude", "phonemes": ["r", "ɹ", "l"]},
+            {"type": "contrastive_maxopp", "phoneme1": "m", "phoneme2": "s", "position": "initial"},
+            {"type": "contrastive_multopp", "substitute": "t", "targets": ["k", "s", "sh"]},
+        ]
+    )
+    assert ex.phonemes == ["ɹ", "l"]
+    assert ex.effective_phonemes == ["ɹ", "l", "ɚ", "ɝ"]
+    assert pair.features["feature_distance"] == 3
+    assert mult.targets == ["k", "s", "ʃ"] and mult.n_targets == 3
+
+
+# ----------------------------------------------------------------------------- unary constraints
+
+
+def test_exclude_r_removes_rhotic_vowels(lexicon: Lexicon) -> None:
+    sol = solve(lexicon, parse_constraints([{"type": "exclude", "phonemes": ["r"]}]))
+    allowed = set(sol.allowed_words)
+    for w in ("red", "bird", "butter", "her", "car"):
+        assert w not in allowed, w
+    for w in ("bead", "cat", "the", "sun"):
+        assert w in allowed, w
+    banned = expand_exclusion(["ɹ"])
+    rows = lexicon.frame.filter(lexicon.frame["word"].is_in(list(sol.allowed_words)))
+    assert all(not banned & {p for pr in prons for p in pr} for prons in rows["prons"].to_list())
+
+
+def test_exclude_checks_every_pronunciation(lexicon: Lexicon) -> None:
+    # "the" is /ðə/, /ðʌ/ or /ðiː/; excluding /iː/ must drop it even though the first form lacks it.
+    sol = solve(lexicon, parse_constraints([{"type": "exclude", "phonemes": ["i"]}]))
+    assert "the" not in sol.allowed_words
+
+
+def test_bound_filters_every_word(lexicon: Lexicon) -> None:
+    sol = solve(
+        lexicon,
+        parse_constraints(
+            [
+                {"type": "bound", "norm": "syllables", "max_value": 1},
+                {"type": "bound", "norm": "zipf", "min_value": 4.5},
+                {"type": "bound", "norm": "letters", "min_value": 3, "max_value": 5},
+            ]
+        ),
+    )
+    f = lexicon.frame.filter(lexicon.frame["word"].is_in(list(sol.allowed_words)))
+    assert f["n_syllables"].max() == 1
+    assert f["zipf"].min() >= 4.5
+    assert 3 <= f["n_letters"].min() and f["n_letters"].max() <= 5
+    assert [s["stage"] for s in sol.stages][0] == "lexicon"
+    assert [s["constraint_index"] for s in sol.stages[1:]] == [0, 1, 2]
+    sizes = [s["size"] for s in sol.stages]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == sol.n_allowed
+
+
+def test_vocab_n_words(lexicon: Lexicon) -> None:
+    sol = solve(
+        lexicon, parse_constraints([{"type": "exclude", "phonemes": ["s"]}]), vocab_n_words=1000
+    )
+    assert sol.base_size == 1000 and sol.n_allowed < 1000
+    assert set(sol.allowed_words) <= set(lexicon.arrays.words[:1000])
+    assert sol.vocabulary_json()["vocab_n_words"] == 1000
+
+
+def test_bound_boost_is_soft(lexicon: Lexicon) -> None:
+    c = parse_constraints(
+        [{"type": "bound_boost", "norm": "syllables", "max_value": 1, "weight": 2}]
+    )
+    sol = solve(lexicon, c)
+    assert sol.n_allowed == lexicon.size and len(sol.soft) == 1
+    short = check_text("The cat sat on a mat.", sol, lexicon)[1]
+    long = check_text("Elephants are enormous animals.", sol, lexicon)[1]
+    assert short.soft and short.ok and long.ok
+    assert short.details["score"] == 2.0 and long.details["score"] < 1.0
+
+
+def test_survival_warnings(lexicon: Lexicon) -> None:
+    mild = solve(
+        lexicon, parse_constraints([{"type": "exclude", "phonemes": ["r", "l", "s", "t"]}])
+    )
+    assert mild.warning is not None and mild.warning["level"] == "warning"
+    strong = solve(
+        lexicon,
+        parse_constraints([{"type": "exclude", "phonemes": ["r", "l", "s", "t", "n", "d", "k"]}]),
+    )
+    assert strong.survival < 0.05 and strong.warning["level"] == "strong"  # type: ignore[index]
+    fine = solve(lexicon, parse_constraints([{"type": "exclude", "phonemes": ["ʒ"]}]))
+    assert fine.warning is None
+
+
+# ----------------------------------------------------------------------------- positive constraints
+
+
+@pytest.mark.parametrize(
+    ("position", "inside", "outside"),
+    [
+        ("initial", ["see", "sun", "city"], ["bus", "last", "bees"]),
+        ("final", ["bus", "yes", "nice"], ["see", "last"]),
+        ("medial", ["last", "basket", "also"], ["see", "bus"]),
+        ("any", ["see", "bus", "last"], ["bees", "cat"]),
+    ],
+)
+def test_include_positions(
+    lexicon: Lexicon, position: str, inside: list[str], outside: list[str]
+) -> None:
+    sol = solve(
+        lexicon, parse_constraints([{"type": "include", "phonemes": ["s"], "position": position}])
+    )
+    (slot,) = sol.slots
+    targets = set(slot.target_words)
+    assert all(w in targets for w in inside), position
+    assert not any(w in targets for w in outside), position
+    assert slot.domain_sizes["target_words"] == len(targets)
+
+
+def test_include_domain_is_filtered_by_unary_constraints(lexicon: Lexicon) -> None:
+    sol = solve(lexicon, parse_constraints(NO_R_NO_L_TWO_S))
+    (slot,) = sol.slots
+    assert "sleep" not in slot.target_words and "see" in slot.target_words
+    assert set(slot.target_words) <= set(sol.allowed_words)
+    assert slot.trace[0]["size"] > slot.trace[-1]["size"] == len(slot.target_words)
+    assert len(slot.chosen) == 2
+
+
+def test_minimal_pair_bead_bees(lexicon: Lexicon) -> None:
+    sol = solve(lexicon, parse_constraints(DZ_FINAL_SHORT), top_k=5000)
+    (slot,) = sol.slots
+    pairs = {c.words for c in slot.candidates}
+    assert ("bead", "bees") in pairs
+    assert ("had", "has") in pairs
+    assert slot.n_solutions == len(slot.candidates) > 100
+    best = slot.candidates[0]
+    assert (
+        best.prons[0][-1] == "d"
+        and best.prons[1][-1] == "z"
+        and best.prons[0][:-1] == best.prons[1][:-1]
+    )
+    scores = [c.score for c in slot.candidates]
+    assert scores == sorted(scores, reverse=True)  # ranked by the rarer word's frequency
+    for c in slot.candidates:
+        assert all(w in set(sol.allowed_words) for w in c.words)
+
+
+@pytest.mark.parametrize(
+    ("position", "pair"),
+    [("initial", ("den", "zen")), ("medial", ("raiding", "raising"))],
+)
+def test_minimal_pair_positions(lexicon: Lexicon, position: str, pair: tuple[str, str]) -> None:
+    c = [{"type": "contrastive_minpair", "phoneme1": "d", "phoneme2": "z", "position": position}]
+    sol = solve(lexicon, parse_constraints(c), top_k=5000)
+    assert pair in {cand.words for cand in sol.slots[0].candidates}
+
+
+def test_maximal_opposition(lexicon: Lexicon) -> None:
+    c = [{"type": "contrastive_maxopp", "phoneme1": "m", "phoneme2": "s", "position": "initial"}]
+    sol = solve(lexicon, parse_constraints(c), top_k=5000)
+    (slot,) = sol.slots
+    # "matt" is the more frequent spelling of /mæt/; "mat" rides along as a homophone
+    assert any("mat" in c.spellings[0] and c.words[1] == "sat" for c in slot.candidates)
+    report = slot.to_json(3)
+    assert report["feature_difference"]["feature_distance"] == 3
+    assert report["feature_difference"]["sonorant_diff"] == 1
+
+
+def test_multiple_opposition(lexicon: Lexicon) -> None:
+    c = [
+        {
+            "type": "contrastive_multopp",
+            "substitute": "t",
+            "targets": ["k", "s", "ʃ"],
+            "position": "initial",
+        }
+    ]
+    sol = solve(lexicon, parse_constraints(c), top_k=5000)
+    (slot,) = sol.slots
+    sets = {cand.words for cand in slot.candidates}
+    assert ("tea", "key", "see", "she") in sets or any(s[0] == "tea" for s in sets)
+    for cand in slot.candidates:
+        assert len(set(cand.phonemes)) == 4 and cand.phonemes[0] == "t"
+        assert len({p[1:] for p in cand.prons}) == 1  # identical except the first phoneme
+    two = [
+        {
+            "type": "contrastive_multopp",
+            "substitute": "t",
+            "targets": ["k", "s", "ʃ"],
+            "n_targets": 2,
+        }
+    ]
+    assert solve(lexicon, parse_constraints(two)).slots[0].n_solutions > slot.n_solutions
+
+
+def test_impossible_contrast_is_unsatisfiable(lexicon: Lexicon) -> None:
+    c = [{"type": "contrastive_minpair", "phoneme1": "ŋ", "phoneme2": "h", "position": "initial"}]
+    with pytest.raises(UnsatisfiableConstraint) as exc:
+        solve(lexicon, parse_constraints(c))
+    err = exc.value
+    assert err.constraint_index == 0
+    assert "lexicon has 0 minimal pairs" in err.message
+    assert err.domain_sizes["phoneme1_words"] == 0 and err.domain_sizes["pairs"] == 0
+    assert err.domain_sizes["phoneme2_words"] > 100
+
+
+def test_exclusion_that_empties_a_contrast_names_both(lexicon: Lexicon) -> None:
+    c = [
+        {"type": "exclude", "phonemes": ["d"]},
+        {"type": "contrastive_minpair", "phoneme1": "d", "phoneme2": "z", "position": "final"},
+    ]
+    with pytest.raises(UnsatisfiableConstraint) as exc:
+        solve(lexicon, parse_constraints(c))
+    err = exc.value
+    assert err.constraint_index == 0  # the exclusion emptied the pair domain
+    assert "constraint 0 (exclude /d/) emptied the domain of constraint 1" in err.message
+    assert err.domain_sizes["lexicon"] > 0 and err.domain_sizes["constraint 0 (exclude /d/)"] == 0
+    assert err.domain_sizes["phoneme1_words"] == 0
+
+
+def test_empty_vocabulary_is_unsatisfiable(lexicon: Lexicon) -> None:
+    vowels = [
+        "ɑ",
+        "æ",
+        "ʌ",
+        "ə",
+        "ɔ",
+        "aʊ",
+        "aɪ",
+        "ɛ",
+        "ɝ",
+        "ɚ",
+        "eɪ",
+        "ɪ",
+        "iː",
+        "oʊ",
+        "ɔɪ",
+        "ʊ",
+        "uː",
+    ]
+    with pytest.raises(UnsatisfiableConstraint) as exc:
+        solve(lexicon, parse_constraints([{"type": "exclude", "phonemes": vowels}]))
+    assert exc.value.constraint_index == 0 and "no allowed word" in exc.value.message
+
+
+def test_include_min_count_above_domain(lexicon: Lexicon) -> None:
+    c = [
+        {"type": "bound", "norm": "zipf", "min_value": 7},
+        {"type": "include", "phonemes": ["ʒ"], "min_count": 1},
+    ]
+    with pytest.raises(UnsatisfiableConstraint) as exc:
+        solve(lexicon, parse_constraints(c))
+    assert exc.value.constraint_index == 0 and exc.value.domain_sizes["target_words"] == 0
+
+
+def test_preview_shapes(lexicon: Lexicon) -> None:
+    ok = preview(lexicon, parse_constraints(DZ_FINAL_SHORT), top_k=3)
+    assert ok["satisfiable"] is True
+    assert set(ok["vocabulary"]) >= {"allowed", "base", "lexicon_size", "survival", "warning"}
+    (req,) = ok["required"]
+    assert len(req["candidates"]) == 3 and req["domain_sizes"]["pairs"] == req["n_solutions"]
+    assert ok["required_words"] == req["chosen"]
+    assert ok["elapsed_ms"] < 2000
+    bad = preview(
+        lexicon,
+        parse_constraints([{"type": "exclude", "phonemes": ["z"]}, *DZ_FINAL_SHORT[:1]]),
+    )
+    assert bad["satisfiable"] is False
+    assert bad["unsatisfiable"]["constraint_index"] == 0
+    assert bad["vocabulary"]["allowed"] > 0 and "stages" in bad
+
+
+def test_cache_key(lexicon: Lexicon) -> None:
+    a = parse_constraints(DZ_FINAL_SHORT)
+    b = parse_constraints([{**DZ_FINAL_SHORT[0], "phoneme2": "z"}, DZ_FINAL_SHORT[1]])
+    assert cache_key(lexicon, a, None) == cache_key(lexicon, b, None)
+    assert cache_key(lexicon, a, None) != cache_key(lexicon, a, 5000)
+    assert solve(lexicon, a).key == cache_key(lexicon, a, None)
+
+
+# ----------------------------------------------------------------------------- grammar
+
+
+def test_grammar_plan_bits(lexicon: Lexicon) -> None:
+    sol = solve(lexicon, parse_constraints(NO_R_NO_L_TWO_S + DZ_FINAL_SHORT[:1]), top_k=3)
+    plan = GrammarPlan.build(sol)
+    assert plan.n_bits == 2 + len({w for c in sol.slots[1].candidates for w in c.words})
+    classes = [set(ws) for _, ws in plan.classes]
+    assert all(a.isdisjoint(b) for i, a in enumerate(classes) for b in classes[i + 1 :])
+    assert set(plan.free_words).isdisjoint(plan.signature)
+    assert len(plan.free_words) + sum(len(c) for c in classes) == sol.n_allowed
+    g0, g1 = plan.requirements[0].groups
+    assert set(g0).isdisjoint(g1)  # the two include words are distinct by construction
+    grammar = compile_grammar(sol)
+    assert "%if" in grammar and "p::0x0" in grammar
+
+
+def test_grammar_too_large(lexicon: Lexicon) -> None:
+    c = [{"type": "include", "phonemes": [p], "min_count": 16} for p in ["s", "t", "n", "k", "m"]]
+    with pytest.raises(GrammarTooLarge):
+        GrammarPlan.build(solve(lexicon, parse_constraints(c)))
+
+
+def test_replay_include_grammar(lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any) -> None:
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, NO_R_NO_L_TWO_S)
+    assert replay(pc, smollm_tokenizer, "So I see the sun.") == (True, True)
+    assert replay(pc, smollm_tokenizer, 'Sun and sea, in the "sky" - so nice!\nYes.') == (
+        True,
+        True,
+    )
+    # compliant words, but only one /s/-initial word: tokens allowed, end blocked
+    assert replay(pc, smollm_tokenizer, "The cat sat on a mat") == (True, False)
+    # the same /s/ word twice does not count twice
+    assert replay(pc, smollm_tokenizer, "so so so") == (True, False)
+    # /ɹ/ and /l/ words are rejected somewhere
+    assert replay(pc, smollm_tokenizer, "The red sun")[0] is False
+    assert replay(pc, smollm_tokenizer, "So I see the light")[0] is False
+    # only bounded separators
+    assert replay(pc, smollm_tokenizer, "So  I see the sun")[0] is False
+
+
+def test_replay_minimal_pair_grammar(
+    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
+) -> None:
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
+    assert replay(pc, smollm_tokenizer, "The cat has had a nap.") == (True, True)
+    assert replay(pc, smollm_tokenizer, "She said it, and he says it") == (
+        True,
+        True,
+    )  # another kept pair
+    assert replay(pc, smollm_tokenizer, "It hasn't had it, but it has.") == (
+        True,
+        True,
+    )  # prefix of a class word
+    assert replay(pc, smollm_tokenizer, "The cat had a nap.") == (True, False)
+    assert replay(pc, smollm_tokenizer, "The elephant has had a nap.")[0] is False  # 3 syllables
+
+
+def test_replay_without_required_words(
+    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
+) -> None:
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, [{"type": "exclude", "phonemes": ["z"]}])
+    assert replay(pc, smollm_tokenizer, "The cat sat on a mat.") == (True, True)
+    assert replay(pc, smollm_tokenizer, "The cat is here")[0] is False
+    assert pc.min_tokens_to_satisfy() == 0
+
+
+def test_sequence_fork_is_independent(
+    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
+) -> None:
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
+    s = pc.start()
+    for t in smollm_tokenizer.encode("It has", add_special_tokens=False):
+        assert s.advance(t)
+    f = s.fork()
+    for t in smollm_tokenizer.encode(" had", add_special_tokens=False):
+        assert f.advance(t)
+    assert f.can_end() and not s.can_end()
+
+
+# ----------------------------------------------------------------------------- re-check, text handling
+
+
+def test_check_reports_required_words_and_cut_answers(
+    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
+) -> None:
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
+    good = pc.check("The cat has had a nap.")
+    assert good.ok and not good.violations
+    assert good.details["required_words"] == {"had": True, "has": True}
+    cut = pc.check("The cat has")
+    assert not cut.ok
+    pair = next(v for v in cut.details["verdicts"] if v["type"] == "contrastive_minpair")
+    assert pair["ok"] is False and pair["details"]["missing"] == ["had"]
+    other = pc.check("He said she says so.")  # any minimal pair counts, not only the suggested one
+    assert other.ok
+
+
+def test_check_is_independent_of_the_frame(lexicon: Lexicon) -> None:
+    sol = solve(lexicon, parse_constraints(NO_R_NO_L_TWO_S))
+    verdicts = {v.type: v for v in check_text("The red bird saw seven cats.", sol, lexicon)}
+    assert verdicts["vocabulary"].details["outside"] == ["red", "bird"]
+    assert set(verdicts["exclude"].details["offending"]) == {"red", "bird"}
+    assert "ɝ" in verdicts["exclude"].details["offending"]["bird"]
+    assert verdicts["include"].ok and set(verdicts["include"].details["words"]) == {"saw", "seven"}
+
+
+def test_check_multopp_and_maxopp(lexicon: Lexicon) -> None:
+    c = [
+        {
+            "type": "contrastive_multopp",
+            "substitute": "t",
+            "targets": ["k", "s"],
+            "position": "initial",
+        },
+        {"type": "contrastive_maxopp", "phoneme1": "m", "phoneme2": "s", "position": "initial"},
+    ]
+    sol = solve(lexicon, parse_constraints(c))
+    v = check_text("Tea, key and sea. A mat sat.", sol, lexicon)
+    assert [x.ok for x in v] == [True, True, True]
+    assert v[1].details["sets_found"] == [["tea", "key", "sea"]]
+    assert v[2].details["pairs_found"] == [["mat", "sat"]]
+
+
+def test_releasable_and_finalize(
+    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
+) -> None:
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
+    assert pc.releasable("The cat hasn") == len("The cat ")
+    assert pc.releasable("The cat has. ") == len("The cat has. ")
+    assert pc.finalize("The cat hasn", complete=False) == "The cat "
+    assert pc.finalize("The cat has", complete=False) == "The cat has"
+    assert pc.finalize("The cat hasn", complete=True) == "The cat hasn"
+    assert answer_words('Don\'t say "Bees"!') == ["don't", "say", "bees"]
+
+
+def test_describe_and_prompt_hint(
+    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
+) -> None:
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, NO_R_NO_L_TWO_S + DZ_FINAL_SHORT)
+    d = pc.describe()
+    assert d["mode"] == "phonological"
+    assert d["vocabulary"]["allowed"] == pc.solution.n_allowed
+    assert [r["type"] for r in d["required"]] == ["include", "contrastive_minpair"]
+    assert d["grammar"]["min_tokens_to_satisfy"] >= 3 and d["compile_ms"] > 0
+    hint = pc.prompt_hint() or ""
+    for w in pc.solution.slots[1].chosen:
+        assert f'"{w}"' in hint
+    assert "/ɹ/" in hint
+
+
+# ----------------------------------------------------------------------------- budget, backend
+
+
+def test_budget_too_small(lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any) -> None:
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
+    need = pc.min_tokens_to_satisfy()
+    assert need == 2  # " had" and " has" are one token each
+    pc.check_budget(need)
+    with pytest.raises(BudgetTooSmall) as exc:
+        pc.check_budget(need - 1)
+    assert exc.value.needed == need
+
+
+def test_steering_fits_required_words_in_a_tight_budget(
+    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
+) -> None:
+    """A stubborn 'model' that always says 'the cat ...' still ends compliant within budget."""
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, NO_R_NO_L_TWO_S + DZ_FINAL_SHORT)
+    preferred = smollm_tokenizer.encode(
+        "The cat sat on a mat and a cat sat on a mat and", add_special_tokens=False
+    )
+    budget = 12
+    state = pc.start()
+    out: list[int] = []
+    for step in range(budget):
+        state.set_remaining_tokens(budget - step)
+        allowed = torch.zeros(len(smollm_tokenizer), dtype=torch.bool)
+        state.fill_allowed(allowed)
+        want = preferred[step % len(preferred)]
+        tok = want if allowed[want] else int(torch.nonzero(allowed)[0])
+        assert state.advance(tok)
+        out.append(tok)
+        if state.can_end():
+            break
+    text = smollm_tokenizer.decode(out)
+    assert state.can_end(), text
+    assert pc.check(text).ok, text
+
+
+def test_unsupported_backend() -> None:
+    require_llguidance("llguidance")
+    with pytest.raises(UnsupportedBackend) as exc:
+        require_llguidance("lm-format-enforcer")
+    assert "llguidance" in str(exc.value) and "lm-format-enforcer" in str(exc.value)
