@@ -1336,22 +1336,21 @@ def soft_score(text: str, solution: Solution, lexicon: Lexicon) -> float:
 
 
 class _Bitmask:
-    """Converts llguidance's packed int32 bitmask into the engine's bool vector."""
+    """Converts llguidance's packed bitmask into the engine's bool vector.
+
+    Plain numpy on purpose: `llguidance.torch` compiles a kernel with `torch.compile` at import
+    (about a second), and tiny torch ops pay thread-pool overhead on a busy CPU.
+    """
 
     def __init__(self, vocab_size: int) -> None:
-        from llguidance.torch import allocate_token_bitmask
-
         self.vocab_size = vocab_size
-        self.packed = allocate_token_bitmask(1, vocab_size)
-        self.shifts = torch.arange(32, dtype=torch.int32)
+        self.packed = np.zeros((vocab_size + 31) // 32, dtype=np.int32)
 
     def fill(self, matcher: Any, allowed: torch.Tensor) -> None:
-        from llguidance.torch import fill_next_token_bitmask
-
-        fill_next_token_bitmask(matcher, self.packed)
-        bits = ((self.packed[0].unsqueeze(1) >> self.shifts) & 1).bool().flatten()
+        matcher.unsafe_compute_mask_ptr(self.packed.ctypes.data, self.packed.nbytes)
+        bits = np.unpackbits(self.packed.view(np.uint8), bitorder="little")
         n = min(allowed.shape[0], self.vocab_size)
-        allowed[:n] |= bits[:n]
+        allowed[:n] |= torch.from_numpy(bits[:n].view(np.bool_))
 
 
 class PhonologicalSequence(SequenceConstraint):
