@@ -89,8 +89,18 @@ def _load(state: ServerState, engine: Any | None) -> None:
         state.compiler.warmup()
         if s.PREBUILD_PREFIX:
             state.compiler.prebuild(s.PREBUILD_LANGS, s.PREBUILD_WORD_COUNTS)
+        from .engine.loader import default_cache_dir
+        from .phonology import PhonologyService
+
+        state.phonology = PhonologyService(
+            engine.tokenizer,
+            state.compiler.tables.ll,
+            cache_dir=s.LEXICON_CACHE_DIR or (s.MODEL_CACHE_DIR or default_cache_dir()) / "lexicon",
+            cache_size=s.CONSTRAINT_CACHE_SIZE,
+        )
         state.ready_seconds = time.perf_counter() - t0
         state.status = "ready"
+        state.phonology.start_loading()  # in the background: never delays `ready`
         log.info(
             "ready in %.1f s: model %s (%s), backend %s",
             state.ready_seconds,

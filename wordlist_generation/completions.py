@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .constraints.base import CompiledConstraint
@@ -39,6 +39,8 @@ from .serving import ServerState
 
 log = logging.getLogger(__name__)
 
+DEFAULT_DRAFTS = 3
+
 
 @dataclass
 class ResolvedConstraint:
@@ -47,8 +49,12 @@ class ResolvedConstraint:
     compile_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def report(self, texts: list[str], complete: list[bool]) -> dict[str, Any]:
-        """The `constraint` extension object: what was enforced and an independent re-check."""
+    def report(self, texts: list[str]) -> dict[str, Any]:
+        """The `constraint` extension object: what was enforced and an independent re-check.
+
+        `compliant` comes from the re-check alone: an answer cut by max_tokens before its required
+        words appeared is reported as not compliant, with the verdicts saying what is missing.
+        """
         checks = [self.constraint.check(t) for t in texts]
         violations = sorted({v for c in checks for v in c.violations})
         info: dict[str, Any] = {
@@ -56,7 +62,7 @@ class ResolvedConstraint:
             "cache_hit": self.cache_hit,
             "compile_seconds": round(self.compile_seconds, 4),
             "violations": violations,
-            "compliant": all(c.ok for c in checks) and all(complete),
+            "compliant": all(c.ok for c in checks),
         }
         details = [c.details for c in checks if c.details]
         if details:
@@ -74,11 +80,16 @@ class PreparedChat:
     prompt_ids: list[int]
     constraint: ResolvedConstraint | None
     model_id: str
+    #: Candidates per returned choice (phonological soft constraints pick among drafts).
+    drafts: int = 1
 
     def job(self, on_delta: Callable[[int, str], None] | None = None) -> GenerationJob:
+        params = self.params
+        if self.drafts > 1:
+            params = replace(params, n=params.n * self.drafts)
         return GenerationJob(
             prompt_ids=self.prompt_ids,
-            params=self.params,
+            params=params,
             constraint=self.constraint.constraint if self.constraint else None,
             on_delta=on_delta,
         )
@@ -141,6 +152,101 @@ async def resolve_wordlist(
     return ResolvedConstraint(constraint=constraint, cache_hit=hit, compile_seconds=seconds)
 
 
+async def resolve_phonological(
+    state: ServerState,
+    raw: Any,
+    vocab_lang: str | None,
+    vocab_n_words: int | None,
+    max_tokens: int,
+    *,
+    param_prefix: str = "",
+) -> ResolvedConstraint:
+    """`constraints` (+ optional `vocab_n_words`) -> a solved, compiled (cached) constraint."""
+    from . import phonology
+
+    if vocab_lang is not None and vocab_lang != "en":
+        raise InvalidRequest(
+            "phonological constraints use the English pronunciation lexicon; "
+            "vocab_lang must be 'en' or absent",
+            param=f"{param_prefix}vocab_lang",
+        )
+    if vocab_n_words is not None and vocab_n_words < 1:
+        raise InvalidRequest(
+            "vocab_n_words must be at least 1", param=f"{param_prefix}vocab_n_words"
+        )
+    constraints = phonology.parse(raw, f"{param_prefix}constraints")
+    service = state.phonology
+    assert service is not None
+    compiled = await asyncio.to_thread(
+        service.compile, constraints, vocab_n_words, state.settings.CONSTRAINT_BACKEND
+    )
+    phonology.check_budget(compiled.constraint, max_tokens, f"{param_prefix}max_tokens")
+    return ResolvedConstraint(
+        constraint=compiled.constraint,
+        cache_hit=compiled.cache_hit,
+        compile_seconds=compiled.compile_seconds,
+        extra={"solve_seconds": round(compiled.solve_seconds, 4)},
+    )
+
+
+def choose_drafts(resolved: ResolvedConstraint, params: SamplingParams, asked: int | None) -> int:
+    """How many candidates to generate per returned choice.
+
+    Soft constraints pick among drafts (default 3). Sampling draws them as extra samples; beam
+    search takes them from its best beams, so it needs `num_beams >= n x drafts`; greedy decoding
+    has a single candidate.
+    """
+    soft = getattr(resolved.constraint, "has_soft_constraints", False)
+    if not soft:
+        if asked not in (None, 1):
+            raise InvalidRequest(
+                "drafts only applies when the request has soft constraints (bound_boost)",
+                param="drafts",
+            )
+        return 1
+    if params.mode == "sample":
+        return asked or DEFAULT_DRAFTS
+    capacity = params.num_beams // params.n
+    if asked is None:
+        return max(1, min(DEFAULT_DRAFTS, capacity))
+    if asked > capacity:
+        raise InvalidRequest(
+            f"drafts={asked} needs num_beams >= n x drafts = {params.n * asked} without sampling "
+            f"(num_beams is {params.num_beams}); raise num_beams or set temperature > 0",
+            param="drafts",
+        )
+    return asked
+
+
+def select_drafts(
+    prepared: PreparedChat, output: GenerationOutput
+) -> tuple[GenerationOutput, list[dict[str, Any]]]:
+    """Keep the best `n` drafts: soft-constraint score first, then mean token log-probability."""
+    if prepared.drafts <= 1 or prepared.constraint is None:
+        return output, []
+    constraint = prepared.constraint.constraint
+    scored = []
+    for c in output.choices:
+        report = constraint.check(c.text)
+        soft = constraint.soft_score(c.text)
+        scored.append((report.ok, soft, c.score if c.score is not None else float("-inf"), c))
+    ranking = sorted(scored, key=lambda t: (t[0], t[1], t[2]), reverse=True)
+    keep = ranking[: prepared.params.n]
+    drafts = [
+        {
+            "draft": c.index,
+            "compliant": ok,
+            "soft_score": round(soft, 4),
+            "mean_logprob": round(lp, 4) if lp != float("-inf") else None,
+            "selected": any(k[3] is c for k in keep),
+            "text": c.text,
+        }
+        for ok, soft, lp, c in scored
+    ]
+    chosen = [replace(k[3], index=i) for i, k in enumerate(keep)]
+    return replace(output, choices=chosen), drafts
+
+
 def build_messages(request: ChatCompletionRequest, hint: str | None) -> list[dict[str, str]]:
     messages = [{"role": m.template_role(), "content": m.text()} for m in request.messages]
     if hint:
@@ -157,13 +263,20 @@ async def prepare_chat(state: ServerState, request: ChatCompletionRequest) -> Pr
     params = request.to_params(settings)
     model_id = check_model(state, request.model)
     engine = state.require_engine()
+    drafts = 1
     if request.constraints is not None:
-        raise InvalidRequest(
-            "phonological `constraints` are not available on this server yet", param="constraints"
+        resolved = await resolve_phonological(
+            state,
+            request.constraints,
+            request.vocab_lang,
+            request.vocab_n_words,
+            params.max_new_tokens,
         )
-    if request.drafts is not None:
-        raise InvalidRequest("drafts only applies to phonological constraints", param="drafts")
-    resolved = await resolve_wordlist(state, request.vocab_lang, request.vocab_n_words)
+        drafts = choose_drafts(resolved, params, request.drafts)
+    else:
+        if request.drafts is not None:
+            raise InvalidRequest("drafts only applies to phonological constraints", param="drafts")
+        resolved = await resolve_wordlist(state, request.vocab_lang, request.vocab_n_words)
     if request.vocab_prompt_hint is not None and resolved is None:
         raise InvalidRequest(
             "vocab_prompt_hint only applies with vocab_lang/vocab_n_words",
@@ -182,7 +295,7 @@ async def prepare_chat(state: ServerState, request: ChatCompletionRequest) -> Pr
             f"your messages resulted in {len(prompt_ids)} tokens",
             param="messages",
         )
-    return PreparedChat(request, params, prompt_ids, resolved, model_id)
+    return PreparedChat(request, params, prompt_ids, resolved, model_id, drafts)
 
 
 def finish_reason(reason: str) -> str:
@@ -193,6 +306,7 @@ def finish_reason(reason: str) -> str:
 def build_completion(
     prepared: PreparedChat, output: GenerationOutput, response_id: str | None = None
 ) -> ChatCompletion:
+    output, drafts = select_drafts(prepared, output)
     choices = [
         Choice(
             index=c.index,
@@ -203,13 +317,12 @@ def build_completion(
     ]
     constraint = None
     if prepared.constraint is not None:
-        constraint = prepared.constraint.report(
-            [c.text for c in output.choices],
-            [c.finish_reason == "stop" for c in output.choices],
-        )
+        constraint = prepared.constraint.report([c.text for c in output.choices])
         errors = [c.error for c in output.choices if c.error]
         if errors:
             constraint["errors"] = errors
+        if drafts:
+            constraint["drafts"] = drafts
     return ChatCompletion(
         id=response_id or completion_id(),
         created=now(),
@@ -230,15 +343,45 @@ def _sse(payload: Any) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
+def progress_events(prepared: PreparedChat) -> list[dict[str, Any]]:
+    """Structured events known before generation (phonological mode, include_events)."""
+    if prepared.constraint is None:
+        return []
+    info = prepared.constraint.constraint.describe()
+    if info.get("mode") != "phonological":
+        return []
+    vocab = info.get("vocabulary", {})
+    events = [
+        {
+            "type": "constraints_resolved",
+            "count": len(prepared.request.constraints or []),
+            "required_words": info.get("required_words", []),
+            "solve_seconds": prepared.constraint.extra.get("solve_seconds"),
+            "cache_hit": prepared.constraint.cache_hit,
+        },
+        {
+            "type": "vocabulary_built",
+            "allowed": vocab.get("allowed"),
+            "survival": vocab.get("survival"),
+            "warning": vocab.get("warning"),
+        },
+    ]
+    total = prepared.params.n * prepared.drafts
+    events += [{"type": "draft", "draft": i, "status": "queued"} for i in range(total)]
+    return events
+
+
 async def stream_chat(
     state: ServerState, prepared: PreparedChat, log_extra: dict[str, Any]
 ) -> AsyncIterator[str]:
     """SSE events for one request whose limiter slot is already held.
 
     The role chunk goes out at once; text follows as the engine releases it (never a partial
-    word in wordlist mode, never a possible stop-string prefix); beam search sends keep-alive
-    comments until the winning beam is known. An error after the start becomes a final
-    `data: {"error": ...}` event, which the openai SDK raises as an APIError.
+    word in wordlist mode, never a possible stop-string prefix); beam search, and drafts that are
+    compared at the end, send keep-alive comments until the winner is known. An error after the
+    start becomes a final `data: {"error": ...}` event, which the openai SDK raises as an
+    APIError. With `stream_options.include_events`, progress events travel as chunks with empty
+    `choices` and an `event` object, so the SDK still parses every line.
     """
     engine = state.require_engine()
     loop = asyncio.get_running_loop()
@@ -247,11 +390,11 @@ async def stream_chat(
     def on_delta(index: int, text: str) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, (index, text))
 
-    job = prepared.job(on_delta)
+    job = prepared.job(on_delta if prepared.drafts == 1 else None)
     rid, created, model = completion_id(), now(), prepared.model_id
-    include_usage = bool(
-        prepared.request.stream_options and prepared.request.stream_options.include_usage
-    )
+    options = prepared.request.stream_options
+    include_usage = bool(options and options.include_usage)
+    include_events = bool(options and options.include_events)
 
     def chunk(choices: list[ChunkChoice], **extra: Any) -> str:
         return _sse(
@@ -262,6 +405,11 @@ async def stream_chat(
     try:
         for i in range(prepared.params.n):
             yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))])
+        if include_events:
+            for event in progress_events(prepared):
+                yield chunk([], event=event)
+            if prepared.constraint is not None and prepared.drafts > 1:
+                yield chunk([], event={"type": "drafts_generating", "count": job.params.n})
         keepalive = state.settings.STREAM_KEEPALIVE_SECONDS
         last_sent = time.monotonic()
         while True:
@@ -278,6 +426,31 @@ async def stream_chat(
             yield chunk([ChunkChoice(index=index, delta=Delta(content=text))])
         output = future.result()[0]
         completion = build_completion(prepared, output, rid)
+        drafts = (completion.constraint or {}).get("drafts", [])
+        if include_events:
+            for d in drafts:
+                yield chunk(
+                    [],
+                    event={
+                        "type": "draft",
+                        "status": "done",
+                        **{k: v for k, v in d.items() if k != "text"},
+                    },
+                )
+            if drafts:
+                yield chunk(
+                    [],
+                    event={
+                        "type": "selection",
+                        "selected": [d["draft"] for d in drafts if d["selected"]],
+                    },
+                )
+        if prepared.drafts > 1:  # the winners' text is known only now
+            for c in completion.choices:
+                if c.message.content:
+                    yield chunk(
+                        [ChunkChoice(index=c.index, delta=Delta(content=c.message.content))]
+                    )
         for c in completion.choices:
             last = c.index == completion.choices[-1].index
             yield chunk(

@@ -337,3 +337,13 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class PreviewRequest(BaseModel):
+    """`POST /v1/constraints/preview`: the constraint part of a chat request, no generation."""
+
+    model_config = ConfigDict(extra="forbid")
+    constraints: list[dict[str, Any]]
+    vocab_n_words: int | None = Field(None, ge=1)
+    vocab_lang: Literal["en"] | None = None
+    top_k: int = Field(5, ge=1, le=50)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from .constraints.wordlist import WordlistRegistry
     from .engine.generation import Engine
     from .engine.params import GenerationJob, GenerationOutput
+    from .phonology import PhonologyService
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class ServerState:
     engine: Engine | None = None
     registry: WordlistRegistry | None = None
     compiler: ConstraintCompiler | None = None
+    phonology: PhonologyService | None = None
     limiter: GenerationLimiter | None = None
     executor: ThreadPoolExecutor | None = None
     started_at: float = field(default_factory=time.time)
@@ -126,14 +127,3 @@ class ServerState:
         _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
         if pending:
             log.warning("%d generations still running after %.0f s", len(pending), timeout)
-
-
-class LoaderThread(threading.Thread):
-    """Loads the model off the event loop so /health can say `loading` meanwhile."""
-
-    def __init__(self, target: Callable[[], None]) -> None:
-        super().__init__(name="model-loader", daemon=True)
-        self._target_fn = target
-
-    def run(self) -> None:
-        self._target_fn()

@@ -9,7 +9,8 @@ from fastapi.responses import StreamingResponse
 
 from .. import completions
 from ..deps import StateDep, log_extra
-from ..protocol import ChatCompletion, ChatCompletionRequest
+from ..phonology import parse as parse_constraints
+from ..protocol import ChatCompletion, ChatCompletionRequest, PreviewRequest
 
 router = APIRouter(prefix="/v1")
 
@@ -43,3 +44,14 @@ async def chat_completions(
         extra.update(outcome="client_disconnected")
     extra.update(completion_tokens=output.completion_tokens, gen_seconds=round(output.seconds, 3))
     return completions.build_completion(prepared, output)
+
+
+@router.post("/constraints/preview")
+async def preview_constraints(body: PreviewRequest, state: StateDep) -> dict:
+    """Survival, domain sizes and top candidate pairs/sets for a constraint list; no generation."""
+    state.require_engine()
+    assert state.phonology is not None
+    constraints = parse_constraints(body.constraints)
+    return await asyncio.to_thread(
+        state.phonology.preview, constraints, body.vocab_n_words, body.top_k
+    )
