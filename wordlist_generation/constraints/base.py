@@ -38,6 +38,16 @@ class SequenceConstraint(ABC):
     def can_end(self) -> bool:
         """True when the text so far is a complete answer (we are at a word boundary)."""
 
+    def fill_bitmask(self, bitmask: torch.Tensor) -> bool:
+        """Optional fast path: fill the int32 row `bitmask` (initially zero) with the allowed
+        tokens, bit `t % 32` of word `t // 32`, and return True.
+
+        Backends that compute masks natively as bits (llguidance) skip a bool round trip this way.
+        The default returns False and the caller uses `fill_allowed`. EOS is handled by the caller
+        as in `fill_allowed`.
+        """
+        return False
+
 
 @dataclass
 class CheckReport:
