@@ -1,0 +1,389 @@
+"""Both backends against each other and against the regex, with the real SmolLM2 tokenizer and no
+model: character-level acceptance, token replay of the tokenizer's own encodings, masks step by
+step, the partial-UTF-8 limit of lm-format-enforcer, and the compiler's cache."""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+
+import pytest
+import torch
+
+from wordlist_generation.constraints import backends as B
+from wordlist_generation.constraints.backends import (
+    ConstraintCompiler,
+    LlguidanceBackend,
+    TokenizerTables,
+    WordlistConstraint,
+    prompt_hint,
+)
+from wordlist_generation.constraints.grammar import (
+    CLOSING,
+    DASHES,
+    OPENING,
+    answer_regex,
+    capitalized,
+    compile_words,
+)
+from wordlist_generation.constraints.wordlist import (
+    WordlistNotFound,
+    WordlistRegistry,
+    default_wordlist_dir,
+)
+
+
+@pytest.fixture(scope="module")
+def registry() -> WordlistRegistry:
+    return WordlistRegistry(default_wordlist_dir())
+
+
+@pytest.fixture(scope="module")
+def tables(smollm_tokenizer) -> TokenizerTables:
+    return TokenizerTables(smollm_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def llg(smollm_tokenizer, registry, tables) -> ConstraintCompiler:
+    c = ConstraintCompiler(smollm_tokenizer, registry, tables=tables)
+    c.warmup()
+    return c
+
+
+@pytest.fixture(scope="module")
+def lmfe(smollm_tokenizer, registry, tables) -> ConstraintCompiler:
+    c = ConstraintCompiler(smollm_tokenizer, registry, backend="lm-format-enforcer", tables=tables)
+    c.warmup()
+    return c
+
+
+@pytest.fixture(scope="module")
+def whole_utf8(tables) -> torch.Tensor:
+    """Tokens lm-format-enforcer can represent: non-special and whole UTF-8 by themselves."""
+    out = torch.zeros(tables.vocab_size, dtype=torch.bool)
+    for i, b in enumerate(tables.token_bytes):
+        if i in tables.special or not b:
+            continue
+        try:
+            b.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        out[i] = True
+    return out
+
+
+# ------------------------------------------------------------------------------ string sets
+
+
+def _answers(rng: random.Random, words: list[str], n: int) -> list[str]:
+    gaps = [" ", ", ", ". ", "? ", "! ", "... ", " - ", ", — ", "\n", ".\n\n", ": «", " (",
+            ") ", '" ', "; ", " ¿", "? ¡", "… ", " » ", "\n— ", " ! "]  # fmt: skip
+    leads = ["", "", "", "¿", "«", "(", "¡"]
+    tails = ["", "", ".", "?", "!", "...", '."', " !", "»"]
+    out = []
+    for _ in range(n):
+        parts = [rng.choice(leads)]
+        for i in range(rng.randint(1, 6)):
+            if i:
+                parts.append(rng.choice(gaps))
+            w = rng.choice(words)
+            parts.append((capitalized(w) or w) if rng.random() < 0.25 else w)
+        parts.append(rng.choice(tails))
+        out.append("".join(parts))
+    return out
+
+
+def _mutants(rng: random.Random, texts: list[str], beyond: list[str]) -> list[str]:
+    out = []
+    for t in texts:
+        kind = rng.randrange(4)
+        if kind == 0:  # a word outside the top N
+            words = t.split(" ")
+            words[rng.randrange(len(words))] = rng.choice(beyond)
+            out.append(" ".join(words))
+        else:
+            i = rng.randrange(len(t) + 1)
+            junk = rng.choice(["  ", "\t", "7", "#", "zq", "-", "\n\n\n", ",,,,,", " ", "¿"])
+            out.append(t[:i] + junk + t[i:])
+    return out
+
+
+def _strings(registry, lang: str, n: int, count: int, seed: int) -> tuple[list[str], list[str]]:
+    wl = registry.get(lang)
+    top = wl.top(n)
+    full = [w for w in top if not w.endswith("'")]
+    clitics = [w for w in top if w.endswith("'")]
+    rng = random.Random(seed)
+    valid = _answers(rng, full, count)
+    if clitics:  # attach clitics to vowel-initial words in a third of them
+        vowel = [w for w in full if w[0] in "aeiouéèh"]
+        valid = [
+            f"{rng.choice(clitics)}{rng.choice(vowel)} {v}" if k % 3 == 0 else v
+            for k, v in enumerate(valid)
+        ]
+    top_set = set(top)
+    beyond = [w for w in wl.words[n : n + 3000] if w not in top_set and "'" not in w]
+    return valid, _mutants(rng, valid, beyond)
+
+
+# ------------------------------------------------------------------------------ acceptance
+
+
+@pytest.mark.parametrize(("lang", "n"), [("es", 1000), ("es", 3000), ("fr", 1000)])
+def test_backends_accept_exactly_the_same_strings(llg, lmfe, registry, lang, n) -> None:
+    c1, _ = llg.get(lang, n)
+    c2, _ = lmfe.get(lang, n)
+    rx = re.compile(answer_regex(compile_words(registry.get(lang).top(n))))
+    valid, invalid = _strings(registry, lang, n, 150, seed=n)
+    rejected = 0
+    for text in valid + invalid:
+        expected = bool(rx.fullmatch(text))
+        assert c1.accepts(text) == expected, ("llguidance", text)
+        assert c2.accepts(text) == expected, ("lm-format-enforcer", text)
+        if text in valid:
+            assert expected, text
+        else:
+            rejected += not expected
+    assert rejected > 100
+
+
+# ------------------------------------------------------------------------------ token replay
+
+
+def _has_partial_utf8(tables: TokenizerTables, ids: list[int]) -> bool:
+    for i in ids:
+        try:
+            tables.token_bytes[i].decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+    return False
+
+
+def _mask(seq, n: int) -> torch.Tensor:
+    allowed = torch.zeros(n, dtype=torch.bool)
+    seq.fill_allowed(allowed)
+    return allowed
+
+
+def _replay(constraint: WordlistConstraint, ids: list[int], n: int) -> bool:
+    """Does the tokenizer's own encoding pass the token masks, and end where EOS is allowed?"""
+    seq = constraint.start()
+    for tok in ids:
+        if not _mask(seq, n)[tok] or not seq.advance(tok):
+            return False
+    return seq.can_end()
+
+
+def test_replay_of_the_tokenizers_own_encodings(llg, lmfe, registry, tables, smollm_tokenizer):
+    c1, _ = llg.get("es", 1000)
+    c2, _ = lmfe.get("es", 1000)
+    valid, invalid = _strings(registry, "es", 1000, 30, seed=11)
+    n = tables.vocab_size
+    seen_partial = 0
+    for text in valid + invalid:
+        ids = smollm_tokenizer.encode(text, add_special_tokens=False)
+        expected = c1.accepts(text)
+        assert _replay(c1, ids, n) == expected, ("llguidance", text)
+        if _has_partial_utf8(tables, ids):
+            seen_partial += 1
+            assert not _replay(c2, ids, n), text  # see test_partial_utf8_*
+        else:
+            assert _replay(c2, ids, n) == expected, ("lm-format-enforcer", text)
+    assert seen_partial  # ¿ and ¡ after a space are in the sample
+
+
+@pytest.mark.parametrize(("lang", "n"), [("es", 1000), ("fr", 1000)])
+def test_masks_agree_at_every_step(
+    llg, lmfe, registry, tables, smollm_tokenizer, whole_utf8, lang, n
+):
+    """The cached llguidance masks equal llguidance's uncached exact masks and a plain matcher
+    over the full vocabulary; lm-format-enforcer's equal them on the tokens it can represent."""
+    c1, _ = llg.get(lang, n)
+    c2, _ = lmfe.get(lang, n)
+    plain = LlguidanceBackend(tables).compile_lark(c1.engine.grammar)
+    valid, _ = _strings(registry, lang, n, 4, seed=5)
+    v = tables.vocab_size
+    special = torch.zeros(v, dtype=torch.bool)
+    special[list(tables.special)] = True
+    for text in valid:
+        ids = smollm_tokenizer.encode(text, add_special_tokens=False)
+        fast, ref, enf = c1.start(), plain.start(), c2.start()
+        lmfe_ok = not _has_partial_utf8(tables, ids)
+        for k, tok in enumerate(ids):
+            m_fast, m_ref = _mask(fast, v), _mask(ref, v)
+            assert torch.equal(m_fast, m_ref), (text, k)
+            if text is valid[0]:  # uncached exact masks are slow: one text is enough
+                assert torch.equal(B._unpack(fast.exact(), v), m_ref), (text, k)
+            assert not (m_fast & special).any()
+            if lmfe_ok:
+                m_enf = _mask(enf, v)
+                assert torch.equal(m_enf, m_ref & whole_utf8), (text, k)
+                assert enf.can_end() == fast.can_end()
+                assert enf.advance(tok)
+            assert fast.advance(tok) and ref.advance(tok), (text, k)
+            assert fast.can_end() == ref.can_end()
+        assert fast.can_end()
+
+
+def test_forked_states_are_independent(llg, smollm_tokenizer, tables) -> None:
+    c, _ = llg.get("es", 1000)
+    seq = c.start()
+    for tok in smollm_tokenizer.encode("Hola, ¿", add_special_tokens=False):
+        assert seq.advance(tok)
+    a, b = seq.fork(), seq.fork()
+    for tok in smollm_tokenizer.encode("qué", add_special_tokens=False):
+        assert a.advance(tok)
+    assert a.can_end() and not b.can_end() and not seq.can_end()
+    assert not torch.equal(_mask(a, tables.vocab_size), _mask(b, tables.vocab_size))
+    assert torch.equal(_mask(b, tables.vocab_size), _mask(seq, tables.vocab_size))
+
+
+def test_rejects_special_and_out_of_range_tokens(llg, lmfe, tables) -> None:
+    for comp in (llg, lmfe):
+        c, _ = comp.get("es", 1000)
+        for tok in (0, 1, 2, tables.vocab_size, tables.vocab_size + 5):
+            assert not c.start().advance(tok), (comp.backend_name, tok)
+
+
+# ------------------------------------------------------------------------------ partial UTF-8
+
+
+def test_partial_utf8_tokens_in_the_canonical_encoding(smollm_tokenizer, tables) -> None:
+    """SmolLM2 writes ` ¿` and ` ¡` (and `¡` alone) with tokens that are not whole UTF-8."""
+    for text in (" ¿", " ¡", "¡"):
+        ids = smollm_tokenizer.encode(text, add_special_tokens=False)
+        assert _has_partial_utf8(tables, ids), text
+    assert not _has_partial_utf8(tables, smollm_tokenizer.encode("¿", add_special_tokens=False))
+
+
+def test_partial_utf8_only_lm_format_enforcer_is_limited(llg, lmfe, smollm_tokenizer, tables):
+    c1, _ = llg.get("es", 1000)
+    c2, _ = lmfe.get("es", 1000)
+    n = tables.vocab_size
+    tok = smollm_tokenizer
+    for text in ("Hola ¿qué?", "Sí ¡no!", "¡Hola!"):
+        ids = tok.encode(text, add_special_tokens=False)
+        assert c1.accepts(text) and c2.accepts(text)  # same strings...
+        assert _replay(c1, ids, n)  # llguidance takes the tokenizer's own encoding
+        assert not _replay(c2, ids, n)  # lm-format-enforcer cannot take its partial tokens
+    # ` ¿` is still reachable for lm-format-enforcer through the non-canonical " " + "¿" ...
+    space, inv_q = tok.convert_tokens_to_ids(["Ġ", "Â¿"])
+    alt = tok.encode("Hola", add_special_tokens=False) + [space, inv_q]
+    alt += tok.encode("qué?", add_special_tokens=False)
+    assert tok.decode(alt) == "Hola ¿qué?"
+    assert _replay(c2, alt, n) and _replay(c1, alt, n)
+    # ... but no whole-UTF-8 token contains `¡`: lm-format-enforcer can never write it.
+    strs = []
+    for i, b in enumerate(tables.token_bytes):
+        if i not in tables.special:
+            try:
+                strs.append(b.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
+    alphabet = "".join(strs)
+    punct = set(OPENING + CLOSING + DASHES)
+    assert sorted(c for c in punct if c not in alphabet) == ["¡"]
+    # Capitalized accented initials are also out of its reach (`Él`, `Über`, `Ça`).
+    for ch in "ÀÈÜÑ":
+        assert ch not in alphabet
+
+
+def test_lm_format_enforcer_cannot_start_a_word_with_some_accented_capitals(lmfe, llg, tables):
+    words = ("árbol", "über", "ñu")
+    c1 = LlguidanceBackend(tables).compile_lark(B.lark_grammar(compile_words(words)))
+    c2 = B._LmfeWordlist(compile_words(words), tables)
+    v = tables.vocab_size
+    for w in words:
+        cap = capitalized(w)
+        assert c1.accepts(cap) and c2.accepts(cap)
+        first = _mask(c2.start(), v)
+        assert not any(
+            tables.token_bytes[i].decode("utf-8", "replace").startswith(cap[0])
+            for i in first.nonzero().flatten().tolist()
+        ), cap
+    assert any(
+        tables.token_bytes[i].startswith("Á".encode()[:1])
+        for i in _mask(c1.start(), v).nonzero().flatten().tolist()
+    )
+
+
+# ------------------------------------------------------------------------------ compiler
+
+
+def test_compiler_caches_describes_and_hints(llg) -> None:
+    c, hit = llg.get("es", 1000)
+    c_again, hit_again = llg.get("es", 1000)
+    assert c is c_again and hit_again
+    d = c.describe()
+    assert d["vocab_lang"] == "es" and d["vocab_n_words"] == 1000 and d["backend"] == "llguidance"
+    assert len(d["sha256"]) == 64 and d["compile_seconds"] > 0
+    assert c.prompt_hint() == prompt_hint("es") and "Spanish" in c.prompt_hint()
+    assert c.check("Hola, ¿qué tal?").ok
+    report = c.check("hola 42 xyzzy")
+    assert not report.ok and len(report.violations) == 2
+    assert c.finalize("Hola, ¿qu", complete=False) == "Hola,"
+    assert c.releasable("Hola, ¿qu") == len("Hola,")
+    assert llg.backend_name == "llguidance"
+
+
+def test_compiler_errors(llg) -> None:
+    with pytest.raises(WordlistNotFound):
+        llg.get("xx", 100)
+    with pytest.raises(ValueError):
+        llg.get("es", 0)
+    with pytest.raises(ValueError):
+        ConstraintCompiler(None, None, backend="nope")
+
+
+def test_compiler_lru_and_single_flight(smollm_tokenizer, registry, tables, monkeypatch) -> None:
+    comp = ConstraintCompiler(smollm_tokenizer, registry, cache_size=2, tables=tables)
+    calls: list[tuple[str, int]] = []
+    gate = threading.Event()
+    real = comp._compile
+
+    def slow_compile(lang, words, sha):
+        calls.append((lang, len(words)))
+        gate.wait(5)
+        return real(lang, words, sha)
+
+    monkeypatch.setattr(comp, "_compile", slow_compile)
+    results: list = []
+    threads = [
+        threading.Thread(target=lambda: results.append(comp.get("es", 200))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    while not calls:
+        threading.Event().wait(0.01)
+    gate.set()
+    for t in threads:
+        t.join()
+    assert calls == [("es", 200)]
+    assert len({id(c) for c, _ in results}) == 1
+    comp.get("es", 300)
+    comp.get("fr", 200)  # evicts es/200 (least recently used)
+    assert len(comp.cached()) == 2
+    comp.get("es", 200)
+    assert calls[-1] == ("es", 200) and len(calls) == 4
+    comp.prebuild(["fr", "es"], [200])
+    assert len(calls) == 4
+
+
+def test_n_beyond_the_list_uses_the_whole_list(llg, registry) -> None:
+    size = len(registry.get("it"))
+    c, _ = llg.get("it", size + 10)
+    c2, hit = llg.get("it", size)
+    assert c is c2 and hit and c.n_words == size
+
+
+def test_generic_lark_grammar(tables, smollm_tokenizer) -> None:
+    g = LlguidanceBackend(tables).compile_lark('start: ("ab" | "cd")+')
+    assert g.accepts("abcdab") and not g.accepts("abc")
+    seq = g.start()
+    for tok in smollm_tokenizer.encode("abcd", add_special_tokens=False):
+        assert _mask(seq, tables.vocab_size)[tok]
+        assert seq.advance(tok)
+    assert seq.can_end()
+    with pytest.raises(ValueError):
+        LlguidanceBackend(tables).compile_lark("start: (")

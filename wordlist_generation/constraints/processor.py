@@ -1,0 +1,227 @@
+"""The logits processor that applies constraints during `model.generate`.
+
+One processor serves greedy decoding, sampling, beam search and batches: each row of the batch is
+identified by its generated-token prefix, not by its position. Beams reorder and duplicate every
+step, so a row's state is found by its prefix: a known prefix reuses its state, a new one forks
+the state of its parent prefix (the prefix minus the last token) and advances it by that token.
+States no row refers to any more are dropped after each step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Collection, Sequence
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor
+
+from .base import SequenceConstraint
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ConstraintLogitsProcessor", "apply_bitmask", "pack_bool"]
+
+
+def pack_bool(allowed: torch.Tensor, row: torch.Tensor) -> None:
+    """Pack a bool vector into the int32 bitmask row `row` (bit t % 32 of word t // 32)."""
+    n = min(allowed.shape[0], row.shape[0] * 32)
+    padded = np.zeros(row.shape[0] * 32, dtype=bool)
+    padded[:n] = allowed[:n].numpy()
+    row.copy_(torch.from_numpy(np.packbits(padded, bitorder="little").view(np.int32)))
+
+
+def apply_bitmask(scores: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """Set `scores[r, t] = -inf` wherever bit t of `bitmask[r]` is 0, in place.
+
+    Columns beyond the bitmask (a model's logits may be wider than its tokenizer) are disallowed.
+    The bits are unpacked with numpy (a few microseconds per row, no kernel to compile), inverted
+    so that one masked write does the rest.
+    """
+    rows, vocab = scores.shape
+    n = min(vocab, bitmask.shape[1] * 32)
+    banned = np.unpackbits(
+        np.invert(bitmask.contiguous().numpy().view(np.uint8)), axis=1, bitorder="little"
+    )[:, :n].view(np.bool_)
+    if scores.device.type == "cpu" and scores.dtype == torch.float32 and scores.is_contiguous():
+        target = scores.numpy()
+        np.copyto(target[:, :n], -np.inf, where=banned)
+        if vocab > n:
+            target[:, n:] = -np.inf
+        return
+    ban = torch.from_numpy(banned).to(scores.device)
+    scores[:, :n].masked_fill_(ban, float("-inf"))
+    if vocab > n:
+        scores[:, n:] = float("-inf")
+
+
+class _Broken:
+    """Stands in for the state of a row whose constraint failed: only EOS is allowed after."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class ConstraintLogitsProcessor(LogitsProcessor):
+    """Masks every constrained row to the tokens its constraint allows.
+
+    `input_ids` is `[len(roots) * num_beams, prompt_len + t]` (prompts left-padded to one length);
+    row r decodes under `roots[r // num_beams]`, and a None root leaves its rows untouched. A row
+    whose generated tokens contain an EOS id has finished (it is padded with EOS afterwards) and
+    is left alone. EOS ids are allowed exactly when the row's state `can_end()`.
+
+    A row that reaches a dead end (no token allowed and cannot end) or is handed a token its state
+    rejects is not silently ended: the reason goes to `errors[row]` and the log, and that row is
+    then allowed only EOS so that it finishes; the engine reports the error.
+    """
+
+    def __init__(
+        self,
+        roots: Sequence[SequenceConstraint | None],
+        *,
+        prompt_len: int,
+        num_beams: int,
+        eos_token_ids: Collection[int],
+        record_timings: bool = False,
+    ) -> None:
+        if num_beams < 1:
+            raise ValueError("num_beams must be >= 1")
+        self.roots = list(roots)
+        self.prompt_len = prompt_len
+        self.num_beams = num_beams
+        self.eos_token_ids = tuple(sorted(set(eos_token_ids)))
+        self._eos = frozenset(self.eos_token_ids)
+        self.errors: dict[int, str] = {}
+        #: Seconds spent per constrained row and step (state update + mask), when recording.
+        self.timings: list[float] | None = [] if record_timings else None
+        self._states: dict[tuple[int, tuple[int, ...]], SequenceConstraint | _Broken] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        n_rows = scores.shape[0]
+        generated = input_ids[:, self.prompt_len :].tolist()
+        keys: list[tuple[int, tuple[int, ...]] | None] = []
+        for r in range(n_rows):
+            group = r // self.num_beams
+            root = self.roots[group] if group < len(self.roots) else None
+            prefix = tuple(generated[r])
+            if root is None or (self._eos and not self._eos.isdisjoint(prefix)):
+                keys.append(None)
+            else:
+                keys.append((group, prefix))
+        states = self._resolve(keys)
+        active = [r for r, k in enumerate(keys) if k is not None]
+        if not active:
+            return scores
+        width = (scores.shape[1] + 31) // 32
+        bitmask = torch.zeros((len(active), width), dtype=torch.int32)
+        timings = self.timings
+        for i, r in enumerate(active):
+            t0 = time.perf_counter() if timings is not None else 0.0
+            self._fill_row(r, states[keys[r]], bitmask[i])
+            if timings is not None:
+                timings.append(time.perf_counter() - t0)
+        if len(active) == n_rows:
+            apply_bitmask(scores, bitmask)
+        else:
+            idx = torch.tensor(active, dtype=torch.long)
+            sub = scores[idx]
+            apply_bitmask(sub, bitmask)
+            scores[idx] = sub
+        return scores
+
+    def _resolve(
+        self, keys: list[tuple[int, tuple[int, ...]] | None]
+    ) -> dict[tuple[int, tuple[int, ...]], SequenceConstraint | _Broken]:
+        """The state of every current key, derived from the previous step's states."""
+        old = self._states
+        new: dict[tuple[int, tuple[int, ...]], SequenceConstraint | _Broken] = {}
+        wanted = {k for k in keys if k is not None}
+        children = Counter((k[0], k[1][:-1]) for k in wanted if k not in old and k[1])
+        # A state object reachable from two keys (a caller reusing one root for several groups)
+        # must never be advanced in place.
+        shared = Counter(id(s) for s in old.values())
+        for key in wanted:
+            if key in old:
+                new[key] = old[key]
+                continue
+            group, prefix = key
+            if not prefix:
+                root = self.roots[group]
+                assert root is not None
+                new[key] = root
+                continue
+            parent_key = (group, prefix[:-1])
+            parent = old.get(parent_key)
+            if parent is None:
+                # Not seen last step (the first call came after some tokens): replay from the root.
+                parent = self._replay(group, prefix[:-1])
+                old[parent_key] = parent
+            if isinstance(parent, _Broken):
+                new[key] = parent
+                continue
+            token = prefix[-1]
+            # The only child of a prefix no row keeps may take the parent's state over.
+            in_place = (
+                children[parent_key] == 1 and parent_key not in wanted and shared[id(parent)] == 1
+            )
+            try:
+                state = parent if in_place else parent.fork()
+                ok = state.advance(token)
+            except Exception as exc:  # a backend bug must fail the row, not the whole batch
+                log.exception("constraint advance failed")
+                ok, state = False, None
+                reason = f"token {token}: {type(exc).__name__}: {exc}"
+            else:
+                reason = f"token {token} is not allowed by the constraint"
+            new[key] = state if ok else _Broken(reason)
+        self._states = new
+        return new
+
+    def _replay(self, group: int, prefix: tuple[int, ...]) -> SequenceConstraint | _Broken:
+        root = self.roots[group]
+        assert root is not None
+        state = root.fork()
+        for token in prefix:
+            if not state.advance(token):
+                return _Broken(f"token {token} is not allowed by the constraint")
+        return state
+
+    def _fill_row(self, r: int, state: SequenceConstraint | _Broken, row: torch.Tensor) -> None:
+        eos = [t for t in self.eos_token_ids if t < row.shape[0] * 32]
+        if isinstance(state, _Broken):
+            self._error(r, state.message)
+            self._set_bits(row, eos, True)
+            return
+        try:
+            if not state.fill_bitmask(row):
+                allowed = torch.zeros(row.shape[0] * 32, dtype=torch.bool)
+                state.fill_allowed(allowed)
+                pack_bool(allowed, row)
+            can_end = state.can_end()
+        except Exception as exc:  # as in _resolve: fail this row only
+            log.exception("constraint mask failed")
+            row.zero_()
+            self._error(r, f"mask failed: {type(exc).__name__}: {exc}")
+            self._set_bits(row, eos, True)
+            return
+        self._set_bits(row, eos, can_end)
+        if not can_end and not bool(row.any()):
+            self._error(r, "dead end: no token can continue the answer")
+            self._set_bits(row, eos, True)
+
+    @staticmethod
+    def _set_bits(row: torch.Tensor, tokens: Sequence[int], value: bool) -> None:
+        for t in tokens:
+            word, bit = divmod(t, 32)
+            v = int(row[word]) & 0xFFFFFFFF
+            v = v | (1 << bit) if value else v & ~(1 << bit)
+            row[word] = v - (1 << 32) if v >= 1 << 31 else v
+
+    def _error(self, r: int, message: str) -> None:
+        if r not in self.errors:
+            self.errors[r] = message
+            log.warning("constraint error on row %d: %s", r, message)
