@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 
 import pytest
 import torch
@@ -46,14 +47,20 @@ def tables(smollm_tokenizer) -> TokenizerTables:
 
 @pytest.fixture(scope="module")
 def llg(smollm_tokenizer, registry, tables) -> ConstraintCompiler:
-    c = ConstraintCompiler(smollm_tokenizer, registry, tables=tables)
+    c = ConstraintCompiler(smollm_tokenizer, registry, tables=tables, background_warm=False)
     c.warmup()
     return c
 
 
 @pytest.fixture(scope="module")
 def lmfe(smollm_tokenizer, registry, tables) -> ConstraintCompiler:
-    c = ConstraintCompiler(smollm_tokenizer, registry, backend="lm-format-enforcer", tables=tables)
+    c = ConstraintCompiler(
+        smollm_tokenizer,
+        registry,
+        backend="lm-format-enforcer",
+        tables=tables,
+        background_warm=False,
+    )
     c.warmup()
     return c
 
@@ -337,7 +344,9 @@ def test_compiler_errors(llg) -> None:
 
 
 def test_compiler_lru_and_single_flight(smollm_tokenizer, registry, tables, monkeypatch) -> None:
-    comp = ConstraintCompiler(smollm_tokenizer, registry, cache_size=2, tables=tables)
+    comp = ConstraintCompiler(
+        smollm_tokenizer, registry, cache_size=2, tables=tables, background_warm=False
+    )
     calls: list[tuple[str, int]] = []
     gate = threading.Event()
     real = comp._compile
@@ -368,6 +377,17 @@ def test_compiler_lru_and_single_flight(smollm_tokenizer, registry, tables, monk
     assert calls[-1] == ("es", 200) and len(calls) == 4
     comp.prebuild(["fr", "es"], [200])
     assert len(calls) == 4
+
+
+def test_background_warm_fills_the_caches(smollm_tokenizer, registry, tables) -> None:
+    comp = ConstraintCompiler(smollm_tokenizer, registry, tables=tables, warm_words=100)
+    c, _ = comp.get("pt", 500)
+    assert len(c.engine.pure_masks) == 1  # only the start state before warming
+    deadline = time.monotonic() + 60
+    while c.warm_seconds is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.warm_seconds is not None and c.warm(100) == c.warm_seconds  # warmed once
+    assert len(c.engine.pure_masks) > 20 and len(c.engine.ws_parts) > 5
 
 
 def test_n_beyond_the_list_uses_the_whole_list(llg, registry) -> None:

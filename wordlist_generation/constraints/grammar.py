@@ -36,8 +36,10 @@ and closed by *tail* punctuation:
   answer or stand before a separator. An entry ending in `'` is a clitic in every language.
 - Characters inside an entry (`'`, `-`, `.`, `·` in `don't`, `e-mail`, `ee.uu`) are allowed only
   as part of that entry: `hola.adiós`, `casa-perro` and `don'` are not words.
-- `OPEN` = `¿ ¡ ( [ « " “ „ ‘ — –` (before a word), `CLOSE` = `. , ; : ! ? … ) ] » " ” “ ’`
+- `OPEN` = `¿ ¡ ( [ « " “ „ — –` (before a word), `CLOSE` = `. , ; : ! ? … ) ] » " ” “`
   (after a word), `DASH` = `- – —` (only as a spaced dash: `word - word`, `word, — word`).
+  Single quotes are not punctuation: `'` only exists inside entries (`don't`, `l'`), and `‘ ’`
+  would be read as apostrophes by any word splitter (the lists fold `’` into `'`).
   Runs are bounded: at most 2 opening and 4 closing characters (`...?`, `?!»`, `."`).
 - A space may stand before each closing and after each opening punctuation character (French
   typography: `« Bonjour ! »`, `Quoi ?`), still within the run bounds.
@@ -90,9 +92,9 @@ GRAMMAR_VERSION = 1
 
 #: Punctuation that may open a word (Spanish inverted marks, brackets, opening quotes, dialogue
 #: dashes). `"` and `“` are both opening and closing quotes (`„…“` in German, `“…”` in English).
-OPENING = '¿¡([«"“„‘—–'
+OPENING = '¿¡([«"“„—–'
 #: Punctuation that may follow a word.
-CLOSING = '.,;:!?…)]»"”“’'
+CLOSING = '.,;:!?…)]»"”“'
 #: Dashes, allowed between words only with a space before them (`palabra - palabra`).
 DASHES = "-–—"
 

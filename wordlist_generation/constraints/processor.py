@@ -87,6 +87,7 @@ class ConstraintLogitsProcessor(LogitsProcessor):
         num_beams: int,
         eos_token_ids: Collection[int],
         record_timings: bool = False,
+        budgets: Sequence[int] | None = None,
     ) -> None:
         if num_beams < 1:
             raise ValueError("num_beams must be >= 1")
@@ -96,11 +97,18 @@ class ConstraintLogitsProcessor(LogitsProcessor):
         self.eos_token_ids = tuple(sorted(set(eos_token_ids)))
         self._eos = frozenset(self.eos_token_ids)
         self.errors: dict[int, str] = {}
-        #: Seconds spent per constrained row and step (state update + mask), when recording.
+        #: Seconds per constrained row and step (state update + mask), when recording.
         self.timings: list[float] | None = [] if record_timings else None
+        #: Seconds per call (every row, including applying the masks), when recording.
+        self.call_timings: list[float] | None = [] if record_timings else None
+        self._advance_seconds: dict[tuple[int, tuple[int, ...]], float] = {}
         self._states: dict[tuple[int, tuple[int, ...]], SequenceConstraint | _Broken] = {}
+        #: max_new_tokens per root: states that steer toward required words near the end of the
+        #: budget (`set_remaining_tokens`) are told how many tokens remain before each mask.
+        self.budgets = list(budgets) if budgets is not None else None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        t_call = time.perf_counter()
         n_rows = scores.shape[0]
         generated = input_ids[:, self.prompt_len :].tolist()
         keys: list[tuple[int, tuple[int, ...]] | None] = []
@@ -120,10 +128,13 @@ class ConstraintLogitsProcessor(LogitsProcessor):
         bitmask = torch.zeros((len(active), width), dtype=torch.int32)
         timings = self.timings
         for i, r in enumerate(active):
-            t0 = time.perf_counter() if timings is not None else 0.0
-            self._fill_row(r, states[keys[r]], bitmask[i])
+            t0 = time.perf_counter()
+            key = keys[r]
+            assert key is not None
+            self._fill_row(r, states[key], bitmask[i])
             if timings is not None:
-                timings.append(time.perf_counter() - t0)
+                advance = self._advance_seconds.pop(key, 0.0)
+                timings.append(time.perf_counter() - t0 + advance)
         if len(active) == n_rows:
             apply_bitmask(scores, bitmask)
         else:
@@ -131,6 +142,8 @@ class ConstraintLogitsProcessor(LogitsProcessor):
             sub = scores[idx]
             apply_bitmask(sub, bitmask)
             scores[idx] = sub
+        if self.call_timings is not None:
+            self.call_timings.append(time.perf_counter() - t_call)
         return scores
 
     def _resolve(
@@ -168,6 +181,7 @@ class ConstraintLogitsProcessor(LogitsProcessor):
             in_place = (
                 children[parent_key] == 1 and parent_key not in wanted and shared[id(parent)] == 1
             )
+            t0 = time.perf_counter()
             try:
                 state = parent if in_place else parent.fork()
                 ok = state.advance(token)
@@ -178,6 +192,8 @@ class ConstraintLogitsProcessor(LogitsProcessor):
             else:
                 reason = f"token {token} is not allowed by the constraint"
             new[key] = state if ok else _Broken(reason)
+            if self.timings is not None:
+                self._advance_seconds[key] = time.perf_counter() - t0
         self._states = new
         return new
 
