@@ -12,7 +12,7 @@
 #
 # On SIGTERM uvicorn stops accepting connections and lets in-flight requests (streams included)
 # finish for up to SHUTDOWN_GRACE_SECONDS before cancelling them. SIGHUP replaces the workers one
-# at a time (a rolling restart).
+# at a time (a rolling restart; see nginx/README.md).
 set -euo pipefail
 
 readonly DEFAULT_WORKERS=2
