@@ -1433,6 +1433,23 @@ class PhonologicalSequence(SequenceConstraint):
         return self._matcher.get_error()
 
 
+def parser_limits() -> Any:
+    """llguidance limits sized for a whole-lexicon grammar.
+
+    The default lexer fuel (1e6) is exhausted by tens of thousands of word alternatives in one
+    lexeme class; the matcher then enters an error state that only allows EOS. These limits are
+    what a 45,000-word lexicon with a few required-word classes needs, with headroom.
+    """
+    import llguidance
+
+    return llguidance.LLParserLimits(
+        initial_lexer_fuel=50_000_000,
+        step_lexer_fuel=10_000_000,
+        max_lexer_states=2_000_000,
+        max_grammar_size=5_000_000,
+    )
+
+
 class PhonologicalConstraint(CompiledConstraint):
     """A solved phonological request compiled for one tokenizer (immutable, cacheable)."""
 
@@ -1460,7 +1477,10 @@ class PhonologicalConstraint(CompiledConstraint):
         self.grammar = self.plan.lark()
         self.steer_slack = steer_slack
         matcher = llguidance.LLMatcher(
-            self.ll_tokenizer, llguidance.LLMatcher.grammar_from_lark(self.grammar), log_level=0
+            self.ll_tokenizer,
+            llguidance.LLMatcher.grammar_from_lark(self.grammar),
+            log_level=0,
+            limits=parser_limits(),
         )
         if matcher.is_error():
             raise PhonologyError(f"grammar did not compile: {matcher.get_error()}")

@@ -131,7 +131,10 @@ class ConstraintLogitsProcessor(LogitsProcessor):
             t0 = time.perf_counter()
             key = keys[r]
             assert key is not None
-            self._fill_row(r, states[key], bitmask[i])
+            state = states[key]
+            if self.budgets is not None and hasattr(state, "set_remaining_tokens"):
+                state.set_remaining_tokens(self.budgets[key[0]] - len(key[1]))
+            self._fill_row(r, state, bitmask[i])
             if timings is not None:
                 advance = self._advance_seconds.pop(key, 0.0)
                 timings.append(time.perf_counter() - t0 + advance)

@@ -295,14 +295,22 @@ class Engine:
         return ids.to(self.device), mask.to(self.device)
 
     def _constraint_processor(
-        self, roots: Sequence[SequenceConstraint | None], prompt_len: int, num_beams: int
+        self,
+        roots: Sequence[SequenceConstraint | None],
+        prompt_len: int,
+        num_beams: int,
+        budgets: Sequence[int],
     ) -> LogitsProcessor | None:
         if all(root is None for root in roots):
             return None
         from ..constraints.processor import ConstraintLogitsProcessor
 
         return ConstraintLogitsProcessor(
-            roots, prompt_len=prompt_len, num_beams=num_beams, eos_token_ids=self.eos_token_ids
+            roots,
+            prompt_len=prompt_len,
+            num_beams=num_beams,
+            eos_token_ids=self.eos_token_ids,
+            budgets=budgets,
         )
 
     def _config(self, **kwargs: Any) -> GenerationConfig:
@@ -332,7 +340,9 @@ class Engine:
             for p in (row.job.params for row in rows)
         ):
             processors.append(PenaltyProcessor([row.job.params for row in rows], prompt_len))
-        constraint_proc = self._constraint_processor(roots, prompt_len, 1)
+        constraint_proc = self._constraint_processor(
+            roots, prompt_len, 1, [row.job.params.max_new_tokens for row in rows]
+        )
         if constraint_proc is not None:
             processors.append(constraint_proc)
         processors.append(Picker(rows))
@@ -388,7 +398,9 @@ class Engine:
             for p in beam_params
         ):
             processors.append(PenaltyProcessor(beam_params, prompt_len))
-        constraint_proc = self._constraint_processor(roots, prompt_len, params.num_beams)
+        constraint_proc = self._constraint_processor(
+            roots, prompt_len, params.num_beams, [job.params.max_new_tokens for job in jobs]
+        )
         if constraint_proc is not None:
             processors.append(constraint_proc)
         out = self.model.generate(
