@@ -16,11 +16,13 @@ Two implementations of the same language (see `grammar`), chosen by `CONSTRAINT_
   character automaton. Its own regex FSM would need about a minute to build at 10,000 words.
 
 lm-format-enforcer works on decoded text, so it can never emit a token that is not complete
-UTF-8 by itself. SmolLM2's tokenizer encodes ` ¿` as `[" \\xc2", "\\xbf"]` and has no token
-containing a whole `¡` at all: with that backend `¡` can never be written, and ` ¿` only through
-the non-canonical pair `" "` + `"¿"`. llguidance works on bytes and has no such gap. Both accept
-the same *strings* (character-level acceptance); token by token they differ exactly on
-tokenizations that contain partial-UTF-8 tokens (pinned in the tests).
+UTF-8 by itself. SmolLM2's tokenizer encodes ` ¿` as `[" \\xc2", "\\xbf"]`, and `¡` (alone or
+after a space) only with such partial tokens: with that backend `¡` can never be written, and
+` ¿` only through the non-canonical pair `" "` + `"¿"`. The same holds for several capital
+letters with diacritics, which exist in no whole token or start none (`À Á È Í Ñ Ó Ú Ü Ä Ö Ç Ê
+Î Ô Œ Ø Å Ì Ò`): `Él` is reachable, `Árbol`, `Über`, `Ça` or `Ñandú` are not. llguidance works on
+bytes and has no such gap. Both accept the same *strings* (character-level acceptance); token by
+token they differ exactly on tokenizations containing partial-UTF-8 tokens (pinned in tests).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -154,9 +156,6 @@ class TokenizerTables:
                 split.append(b)
         split.extend(bytes([c]) for c in _WS)
         self.split_width = _words32(len(split))
-        self.ll_split = llguidance.LLTokenizer(
-            llguidance.TokenizerWrapper(_BytesTokenizer(tokenizer, split, self.special, eos))
-        )
         is_ws = np.zeros(v, dtype=bool)
         is_ws[list(prefix_of)] = True
         self.is_ws_initial = is_ws
@@ -184,6 +183,14 @@ class TokenizerTables:
             + ((i,) if len(self.token_bytes[i]) > len(w) else ())
             for i, w in prefix_of.items()
         }
+
+        def encode(text: str) -> list[int]:
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            return [s for i in ids for s in self.translate(i)]
+
+        self.ll_split = llguidance.LLTokenizer(
+            llguidance.TokenizerWrapper(_BytesTokenizer(encode, split, self.special, eos))
+        )
         self._lmfe_lock = threading.Lock()
         self._lmfe: Any = None
 
@@ -227,9 +234,13 @@ class _BytesTokenizer:
     """The shape `llguidance.TokenizerWrapper` expects, over an explicit list of token bytes."""
 
     def __init__(
-        self, tokenizer: Any, tokens: list[bytes], special: frozenset[int], eos: int | None
+        self,
+        encode: Callable[[str], list[int]],
+        tokens: list[bytes],
+        special: frozenset[int],
+        eos: int | None,
     ) -> None:
-        self._tokenizer = tokenizer
+        self._encode = encode
         self.tokens = tokens
         self.special_token_ids = sorted(special)
         self.eos_token_id = eos if eos is not None else 0
@@ -238,7 +249,7 @@ class _BytesTokenizer:
     def __call__(self, s: str | bytes) -> list[int]:
         if isinstance(s, bytes):
             s = s.decode("utf-8", errors="replace")
-        return list(self._tokenizer.encode(s, add_special_tokens=False))
+        return self._encode(s)
 
 
 def _pack(bits: np.ndarray, width: int) -> torch.Tensor:
