@@ -474,30 +474,15 @@ class _LlgWordlist:
         `budget_s` seconds.
         """
         t0 = time.perf_counter()
-        a, t = self.automaton, self.tables
-        cw = self._cw
-        reps = [
-            w for w in (_leaf_entry(a, cw.full_words[:2000]), _leaf_entry(a, cw.clitic_words)) if w
-        ]
-        pieces = sorted(set(OPENING + CLOSING + DASHES + " \n")) + reps
-        seen = {a.start}
-        queue = [(a.start, self.matcher.deep_copy())]
-        while queue and len(seen) < 512:
-            state, m = queue.pop(0)
+        t = self.tables
+        for state, text in _separator_states(self.automaton, self._cw):
+            m = self.matcher.deep_copy()
+            if not m.consume_tokens([s for i in t.ll.tokenize_str(text) for s in t.translate(i)]):
+                raise RuntimeError(f"matcher rejected {text!r} the automaton allows")
             self.pure_mask(state, m)
-            for piece in pieces:
-                nxt = a.run(piece, state)
-                if nxt == DEAD or nxt in seen or not a.pure_separator(nxt):
-                    continue
-                mm = m.deep_copy()
-                ids = [s for i in t.ll.tokenize_str(piece) for s in t.translate(i)]
-                if not mm.consume_tokens(ids):
-                    raise RuntimeError(f"matcher rejected {piece!r} the automaton allows")
-                seen.add(nxt)
-                queue.append((nxt, mm))
         seq = self.start()
         row = _zeros(t.width)
-        text = " ".join(cw.full_words[:n_words])
+        text = " ".join(self._cw.full_words[:n_words])
         for tok in t.tokenizer.encode(text, add_special_tokens=False):
             if time.perf_counter() - t0 > budget_s:
                 break
@@ -516,6 +501,25 @@ class _LlgWordlist:
         m = self.matcher.deep_copy()
         ids = [s for i in t.ll.tokenize_str(text) for s in t.translate(i)]
         return bool(m.consume_tokens(ids)) and bool(m.is_accepting())
+
+
+def _separator_states(a: AnswerAutomaton, cw: CompiledWords) -> list[tuple[int, str]]:
+    """Every pure separator state reachable through punctuation, whitespace and one
+    representative word and clitic, with a shortest text leading to it (breadth first)."""
+    reps = [w for w in (_leaf_entry(a, cw.full_words[:2000]), _leaf_entry(a, cw.clitic_words)) if w]
+    pieces = sorted(set(OPENING + CLOSING + DASHES + " \n")) + reps
+    out = [(a.start, "")]
+    seen = {a.start}
+    i = 0
+    while i < len(out) and len(out) < 512:
+        state, text = out[i]
+        i += 1
+        for piece in pieces:
+            nxt = a.run(piece, state)
+            if nxt != DEAD and nxt not in seen and a.pure_separator(nxt):
+                seen.add(nxt)
+                out.append((nxt, text + piece))
+    return out
 
 
 def _leaf_entry(a: AnswerAutomaton, words: Sequence[str]) -> str | None:
@@ -752,6 +756,7 @@ class _LmfeWordlist:
     def __init__(self, cw: CompiledWords, tables: TokenizerTables) -> None:
         self.tables = tables
         self.automaton = AnswerAutomaton(cw)
+        self._cw = cw
         self._parser_cls, self._enforcer_cls = _lmfe_classes()
         self._data = tables.lmfe_data()
         self.shared = _LmfeShared(full={}, memo={})
@@ -760,7 +765,21 @@ class _LmfeWordlist:
         return self._parser_cls(self.automaton, self.automaton.start)
 
     def warm(self, n_words: int, budget_s: float) -> None:
-        """Nothing to prepare: the enforcer's caches fill as it walks."""
+        """Fill the enforcer's shared caches: the masks of every separator state (each walks the
+        token tree below a space, several seconds in all at 50,000 words), then the states
+        along a text of the `n_words` most frequent words. Stops after `budget_s` seconds."""
+        t0 = time.perf_counter()
+        for state, _ in _separator_states(self.automaton, self._cw):
+            if time.perf_counter() - t0 > budget_s:
+                return
+            self._enforcer_cls(
+                self._data, self._parser_cls(self.automaton, state), self.shared
+            ).get_allowed_tokens([])
+        seq = self.start()
+        text = " ".join(self._cw.full_words[:n_words])
+        for tok in self.tables.tokenizer.encode(text, add_special_tokens=False):
+            if time.perf_counter() - t0 > budget_s or not seq.advance(tok):
+                return
 
     def start(self) -> _LmfeSequence:
         enforcer = self._enforcer_cls(self._data, self.parser(), self.shared)
