@@ -122,7 +122,7 @@ def main() -> None:
             with server.http() as http:
                 model = http.get("/v1/models").json()["data"][0]["id"]
                 for mode, vocab in modes.items():
-                    run_job(http, model, texts[:2], 4, vocab)  # warm-up (and compile the list)
+                    run_job(http, model, texts[:4], 16, vocab)  # warm-up (and compile the list)
                     result = run_job(http, model, texts, args.max_tokens, vocab)
                     runs.append({"mode": mode, "pipeline_size": size, **result})
                     print(f"  {mode:13s} size {size:2d}: {result}", flush=True)
