@@ -84,6 +84,13 @@ def test_round_trip_through_the_sdk(client):
         line("sampled", "Hello!", max_tokens=6, temperature=0.8, seed=7, n=2),
         line("beams", "A poem, please.", max_completion_tokens=6, num_beams=2, length_penalty=0.5),
         line("alias", "Hi", model="tiny-alias", max_tokens=3, num_beams=1),
+        line(
+            "sounds",
+            "Say hi.",
+            max_tokens=8,
+            num_beams=1,
+            constraints=[{"type": "include", "phonemes": ["s"], "position": "initial"}],
+        ),
     ]
     source = upload(client, lines)
     assert (source.object, source.purpose, source.filename) == ("file", "batch", "requests.jsonl")
@@ -97,10 +104,10 @@ def test_round_trip_through_the_sdk(client):
         metadata={"purpose": "test"},
     )
     assert batch.object == "batch" and batch.status in {"validating", "in_progress"}
-    assert batch.request_counts.total == 5 and batch.metadata == {"purpose": "test"}
+    assert batch.request_counts.total == 6 and batch.metadata == {"purpose": "test"}
     batch = wait_batch(client, batch.id)
     assert batch.status == "completed", batch
-    assert (batch.request_counts.completed, batch.request_counts.failed) == (5, 0)
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (6, 0)
     assert batch.error_file_id is None and batch.output_file_id
     assert batch.completed_at >= batch.in_progress_at >= batch.created_at
     assert batch.usage.output_tokens > 0
@@ -109,7 +116,7 @@ def test_round_trip_through_the_sdk(client):
     output = raw.decode().splitlines()
     results = [json.loads(x) for x in output]
     assert [r["custom_id"] for r in results] == [x["custom_id"] for x in lines]
-    assert len({r["id"] for r in results}) == 5
+    assert len({r["id"] for r in results}) == 6
     by_id = {}
     for r in results:
         assert r["error"] is None and r["response"]["status_code"] == 200
@@ -123,6 +130,8 @@ def test_round_trip_through_the_sdk(client):
     assert words["constraint"]["violations"] == []
     assert violations(words["choices"][0]["message"]["content"], "en", 300) == []
     assert by_id["greedy"]["constraint"] is None
+    sounds = by_id["sounds"]["constraint"]  # per-line phonological constraints
+    assert sounds["mode"] == "phonological" and sounds["compliant"] is True
 
     meta = client.files.retrieve(batch.output_file_id)
     assert meta.purpose == "batch_output" and meta.bytes == len(raw)
