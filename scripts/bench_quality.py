@@ -106,10 +106,16 @@ CONFIGS = [
     Config("beam4-hint-reppen", params={"num_beams": 4, "repetition_penalty": 1.2}),
     Config("sample-hint", params={"do_sample": True, "temperature": 0.7, "top_p": 0.9, "seed": 1}),
     Config(
-        "greedy-hint-naive-separators",
+        "greedy-hint-spaces-only",
         params=GREEDY,
-        grammar={"naive_separators": True},
-        note="upstream-style separators",
+        grammar={"allow_newlines": False, "allow_paragraphs": False},
+        note="separator design: no line breaks",
+    ),
+    Config(
+        "greedy-hint-tight-punct",
+        params=GREEDY,
+        grammar={"max_opening": 1, "max_closing": 1, "space_before_closing": False},
+        note="separator design: one punctuation mark",
     ),
 ]
 
@@ -140,6 +146,12 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(c.name for c in CONFIGS))
     ap.add_argument("--langs", default="es,en")
     ap.add_argument("--sizes", default="1000,3000")
+    ap.add_argument(
+        "--full-sizes",
+        default="1000",
+        help="sizes at which every config runs; at the other sizes only --main-configs run",
+    )
+    ap.add_argument("--main-configs", default="unconstrained-greedy,greedy-nohint,greedy-hint,greedy-hint-reppen")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--batch", type=int, default=10)
@@ -162,9 +174,12 @@ def main() -> None:
     for lang in args.langs.split(","):
         prompts = PROMPTS[lang][: args.prompts]
         for n_words in [int(x) for x in args.sizes.split(",")]:
+            full = str(n_words) in args.full_sizes.split(",")
             for cfg in chosen:
                 if not cfg.constrained and n_words != int(args.sizes.split(",")[0]):
                     continue  # the unconstrained baseline does not depend on N
+                if not full and cfg.name not in args.main_configs.split(","):
+                    continue
                 constraint = None
                 if cfg.constrained:
                     key = tuple(sorted(cfg.grammar.items()))
