@@ -5,8 +5,9 @@ Starts the production shape in a temporary directory (nginx from `scripts/render
 --standalone`, `scripts/run_chat.sh` with N workers, `scripts/run_batch.sh`) on the embedded model,
 reads each worker's resident memory, then sends the same greedy, streamed, word-list-constrained
 request alternately through nginx and directly to the chat port. Reports the medians of time to
-the first streamed text and of total time side by side, prints a table and writes JSON (default
-bench_results/nginx.json). Run from the repository root:
+the first streamed text and of total time side by side (and of a bare GET /health, the proxy's
+own cost), prints a table and writes JSON (default bench_results/nginx.json). Run from the
+repository root:
 
     .venv/bin/python scripts/bench_nginx.py [--runs 7] [--max-tokens 64] [--workers 2]
 """
@@ -24,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -82,6 +85,18 @@ def stream_once(client: Any, model: str, max_tokens: int) -> dict[str, float]:
     return {"ttft_s": first if first is not None else total, "total_s": total, "tokens": tokens}
 
 
+def health_latency_ms(url: str, requests: int) -> float:
+    """Median round trip of GET /health on one kept-alive connection: the proxy's own cost."""
+    times = []
+    with httpx.Client(base_url=url) as http:
+        http.get("/health")
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            http.get("/health").raise_for_status()
+            times.append(time.perf_counter() - t0)
+    return round(1000 * statistics.median(times), 2)
+
+
 def median_ms(runs: list[dict[str, float]], key: str) -> float:
     return round(1000 * statistics.median(r[key] for r in runs), 1)
 
@@ -92,6 +107,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2, help="chat workers")
     ap.add_argument("--threads", type=int, default=1, help="TORCH_NUM_THREADS per process")
+    ap.add_argument(
+        "--health-requests", type=int, default=200, help="GET /health round trips per path"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "nginx.json")
     args = ap.parse_args()
 
@@ -141,6 +159,10 @@ def main() -> None:
             order = ["nginx", "direct"] if i % 2 == 0 else ["direct", "nginx"]
             for name in order:
                 runs[name].append(stream_once(paths[name], model, args.max_tokens))
+        report["health_median_ms"] = {
+            "direct": health_latency_ms(f"http://127.0.0.1:{dep.chat_port}", args.health_requests),
+            "nginx": health_latency_ms(dep.url, args.health_requests),
+        }
         report["memory_mib_after_runs"] = memory_report(dep)
         report["machine"]["load_average_at_end"] = os.getloadavg()
     finally:
@@ -165,6 +187,11 @@ def main() -> None:
     for key, label in (("ttft", "first text (ms)"), ("total", "total (ms)")):
         d, n = med["direct"][key], med["nginx"][key]
         print(f"{label:22s} {d:10.1f} {n:10.1f} {n - d:13.1f}")
+    health = report["health_median_ms"]
+    print(
+        f"{'GET /health (ms)':22s} {health['direct']:10.2f} {health['nginx']:10.2f} "
+        f"{health['nginx'] - health['direct']:13.2f}"
+    )
     tokens = [r["tokens"] for r in runs["direct"] + runs["nginx"]]
     print(f"{'completion tokens':22s} {min(tokens):>10d} {max(tokens):>10d}   (min, max)")
     print()
