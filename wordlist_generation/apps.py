@@ -156,7 +156,7 @@ def create_app(
             for stopper in started:
                 if stopper is not None:
                     await stopper()
-            await state.drain(settings.SHUTDOWN_GRACE_SECONDS)
+            await state.drain(timeout=5.0)
             state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title=title, version=__version__, lifespan=lifespan)

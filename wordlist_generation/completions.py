@@ -411,19 +411,26 @@ async def stream_chat(
             if prepared.constraint is not None and prepared.drafts > 1:
                 yield chunk([], event={"type": "drafts_generating", "count": job.params.n})
         keepalive = state.settings.STREAM_KEEPALIVE_SECONDS
-        last_sent = time.monotonic()
+        getter: asyncio.Future[tuple[int, str]] | None = None
         while True:
-            if future.done() and queue.empty():
+            if getter is None:
+                getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait(
+                {getter, future}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter in done:
+                index, text = getter.result()
+                getter = None
+                yield chunk([ChunkChoice(index=index, delta=Delta(content=text))])
+            elif future in done:
+                getter.cancel()
+                getter = None
+                while not queue.empty():  # deltas queued before the thread returned
+                    index, text = queue.get_nowait()
+                    yield chunk([ChunkChoice(index=index, delta=Delta(content=text))])
                 break
-            try:
-                index, text = await asyncio.wait_for(queue.get(), timeout=min(keepalive, 0.25))
-            except TimeoutError:
-                if time.monotonic() - last_sent >= keepalive:
-                    last_sent = time.monotonic()
-                    yield ": keep-alive\n\n"
-                continue
-            last_sent = time.monotonic()
-            yield chunk([ChunkChoice(index=index, delta=Delta(content=text))])
+            else:
+                yield ": keep-alive\n\n"
         output = future.result()[0]
         completion = build_completion(prepared, output, rid)
         drafts = (completion.constraint or {}).get("drafts", [])

@@ -74,7 +74,7 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     ready_seconds: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
-    _inflight: set[asyncio.Future[Any]] = field(default_factory=set)
+    _inflight: dict[asyncio.Future[Any], list[GenerationJob]] = field(default_factory=dict)
 
     def require_engine(self) -> Engine:
         if self.status != "ready" or self.engine is None:
@@ -96,34 +96,47 @@ class ServerState:
         assert self.limiter is not None
         await self.limiter.acquire()
         future = self.submit(engine, jobs)
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=poll_seconds)
-            if done:
-                return future.result()
-            if is_disconnected is not None and await is_disconnected():
-                for job in jobs:
-                    job.cancel.set()
-                return await future
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=poll_seconds)
+                if done:
+                    return future.result()
+                if is_disconnected is not None and await is_disconnected():
+                    for job in jobs:
+                        job.cancel.set()
+                    return await future
+        except asyncio.CancelledError:  # the server is shutting down under us
+            for job in jobs:
+                job.cancel.set()
+            raise
 
     def submit(self, engine: Engine, jobs: list[GenerationJob]) -> asyncio.Future[Any]:
         """Start a generation whose limiter slot was already acquired."""
         assert self.limiter is not None
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.executor, engine.generate, jobs)
-        self._inflight.add(future)
+        self._inflight[future] = jobs
 
         def _done(f: asyncio.Future[Any]) -> None:
-            self._inflight.discard(f)
+            self._inflight.pop(f, None)
             self.limiter.release()
 
         future.add_done_callback(_done)
         return future
 
     async def drain(self, timeout: float) -> None:
-        """Let in-flight generations finish (graceful shutdown), then cancel what remains."""
+        """Stop what is still generating at shutdown.
+
+        uvicorn has already given in-flight requests `SHUTDOWN_GRACE_SECONDS` before the lifespan
+        ends, so whatever still runs here is cancelled (it stops within a token) and given at most
+        `timeout` seconds to notice, rather than a second full grace period.
+        """
         if not self._inflight:
             return
-        log.info("waiting up to %.0f s for %d in-flight generations", timeout, len(self._inflight))
+        log.info("cancelling %d generations still running at shutdown", len(self._inflight))
+        for jobs in self._inflight.values():
+            for job in jobs:
+                job.cancel.set()
         _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
         if pending:
-            log.warning("%d generations still running after %.0f s", len(pending), timeout)
+            log.warning("%d generations did not stop within %.0f s", len(pending), timeout)
