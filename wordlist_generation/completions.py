@@ -288,6 +288,13 @@ async def prepare_chat(state: ServerState, request: ChatCompletionRequest) -> Pr
         else settings.CONSTRAINT_PROMPT_HINT
     )
     hint = resolved.constraint.prompt_hint() if (resolved and use_hint) else None
+    if resolved is not None:
+        if request.repetition_penalty is None:
+            params = replace(params, repetition_penalty=settings.CONSTRAINED_REPETITION_PENALTY)
+        resolved.extra.update(
+            repetition_penalty=params.repetition_penalty,
+            prompt_hint=bool(hint),
+        )
     prompt_ids = engine.encode_chat(build_messages(request, hint))
     if len(prompt_ids) > settings.MAX_INPUT_TOKENS:
         raise ContextLengthExceeded(

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     CONSTRAINT_PROMPT_HINT: bool = Field(
         True, description="Tell the model about the vocabulary restriction in a system message."
     )
+    CONSTRAINED_REPETITION_PENALTY: float = Field(
+        1.2,
+        gt=0,
+        le=10,
+        description="repetition_penalty of constrained requests that send none (1.0 = off).",
+    )
     PREBUILD_PREFIX: bool = Field(False, description="Compile PREBUILD_* constraints at start-up.")
     PREBUILD_LANGS: CsvStrings = Field(default_factory=lambda: ["es", "en"])
     PREBUILD_WORD_COUNTS: CsvInts = Field(default_factory=lambda: [1000, 3000])
