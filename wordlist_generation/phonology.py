@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .constraints.cache import SingleFlightLRU
 from .errors import ApiError, InvalidConstraint, InvalidRequest, UnsatisfiableConstraint
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,7 @@ class PhonologyService:
         self.cache_dir = cache_dir
         self.cache_size = cache_size
         self._lexicon: Future[Any] = Future()
-        self._cache: OrderedDict[str, Any] = OrderedDict()
-        self._inflight: dict[str, Future[Any]] = {}
+        self._cache: SingleFlightLRU[str, Any] = SingleFlightLRU(cache_size)
         self._lock = threading.Lock()
         self._loading = False
         self.load_seconds: float | None = None
@@ -142,36 +141,20 @@ class PhonologyService:
                 extra={"constraint_index": index, "domain_sizes": exc.domain_sizes},
             ) from exc
         solve_seconds = time.perf_counter() - t0
-        key = solution.key
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return CompiledPhonology(self._cache[key], True, solve_seconds, 0.0)
-            waiting = self._inflight.get(key)
-            if waiting is None:
-                mine: Future[Any] = Future()
-                self._inflight[key] = mine
-        if waiting is not None:
-            return CompiledPhonology(waiting.result(), True, solve_seconds, 0.0)
-        try:
-            constraint = ph.PhonologicalConstraint(
-                solution, lexicon, self.tokenizer, self.ll_tokenizer
-            )
-        except ph.GrammarTooLarge as exc:
-            mine.set_exception(exc)
-            raise InvalidConstraint(str(exc), param="constraints") from exc
-        except BaseException as exc:
-            mine.set_exception(exc)
-            raise
-        finally:
-            with self._lock:
-                self._inflight.pop(key, None)
-        mine.set_result(constraint)
-        with self._lock:
-            self._cache[key] = constraint
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return CompiledPhonology(constraint, False, solve_seconds, constraint.compile_seconds)
+        compiled: list[float] = []
+
+        def build() -> Any:
+            try:
+                constraint = ph.PhonologicalConstraint(
+                    solution, lexicon, self.tokenizer, self.ll_tokenizer
+                )
+            except ph.GrammarTooLarge as exc:
+                raise InvalidConstraint(str(exc), param="constraints") from exc
+            compiled.append(constraint.compile_seconds)
+            return constraint
+
+        constraint, hit = self._cache.get_or_compute(solution.key, build)
+        return CompiledPhonology(constraint, hit, solve_seconds, compiled[0] if compiled else 0.0)
 
 
 def check_budget(constraint: Any, max_tokens: int, param: str = "max_tokens") -> None:

@@ -382,7 +382,7 @@ def test_compiler_lru_and_single_flight(smollm_tokenizer, registry, tables, monk
 def test_background_warm_fills_the_caches(smollm_tokenizer, registry, tables) -> None:
     comp = ConstraintCompiler(smollm_tokenizer, registry, tables=tables, warm_words=100)
     c, _ = comp.get("pt", 500)
-    assert len(c.engine.pure_masks) == 1  # only the start state before warming
+    # (No check of the cache size right here: the warm thread may already be running.)
     deadline = time.monotonic() + 60
     while c.warm_seconds is None and time.monotonic() < deadline:
         time.sleep(0.05)

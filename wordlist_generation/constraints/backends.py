@@ -30,9 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 
 from .base import CheckReport, CompiledConstraint, SequenceConstraint
+from .cache import SingleFlightLRU
 from .grammar import (
     CLOSING,
     DASHES,
@@ -954,9 +953,7 @@ class ConstraintCompiler:
         self.warm_words = warm_words
         self.warm_budget_s = warm_budget_s
         self.background_warm = background_warm
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple, WordlistConstraint] = OrderedDict()
-        self._inflight: dict[tuple, Future] = {}
+        self._cache: SingleFlightLRU[tuple, WordlistConstraint] = SingleFlightLRU(cache_size)
         self._tables: TokenizerTables | None = tables
         self._tables_lock = threading.Lock()
 
@@ -992,31 +989,9 @@ class ConstraintCompiler:
         words = tuple(wl.top(n_words))
         sha = wl.sha256_top(n_words)
         key = (self._backend_name, sha, len(words), self.options, GRAMMAR_VERSION)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit, True
-            fut = self._inflight.get(key)
-            owner = fut is None
-            if owner:
-                fut = self._inflight[key] = Future()
-        if not owner:
-            return fut.result(), False
-        try:
-            constraint = self._compile(lang, words, sha)
-        except BaseException as exc:
-            with self._lock:
-                del self._inflight[key]
-            fut.set_exception(exc)
-            raise
-        with self._lock:
-            self._cache[key] = constraint
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-            del self._inflight[key]
-        fut.set_result(constraint)
+        constraint, hit = self._cache.get_or_compute(key, lambda: self._compile(lang, words, sha))
+        if hit:
+            return constraint, True
         if self.background_warm and self.warm_words > 0:
             threading.Thread(
                 target=self._warm, args=(constraint,), name="constraint-warm", daemon=True
@@ -1083,5 +1058,4 @@ class ConstraintCompiler:
 
     def cached(self) -> list[dict[str, Any]]:
         """What the cache holds, most recently used last (for diagnostics)."""
-        with self._lock:
-            return [c.describe() for c in self._cache.values()]
+        return [c.describe() for c in self._cache.values()]
