@@ -88,6 +88,13 @@ def main() -> None:
     ap.add_argument("--preview-runs", type=int, default=20)
     ap.add_argument("--compile-runs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "phonology.json")
+    ap.add_argument(
+        "--generate-runs",
+        type=int,
+        default=3,
+        help="greedy 128-token answers per combination on the embedded model (0 = skip)",
+    )
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="lexicon-bench-") as tmp:
@@ -156,7 +163,13 @@ def main() -> None:
             "sample": spec["sample"],
         }
 
+    generation = (
+        tokens_per_second(combos, lexicon, tokenizer, ll_tokenizer, args.generate_runs, args.threads)
+        if args.generate_runs
+        else None
+    )
     result = {
+        "generation": generation,
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -188,7 +201,51 @@ def main() -> None:
     print(
         f"(medians: preview of {args.preview_runs} runs, solve/compile of {args.compile_runs}; mask = per decoding step)"
     )
+    if generation:
+        print(f"greedy tokens/s on the embedded model ({args.generate_runs} runs, interleaved, medians):")
+        for name, g in generation["combinations"].items():
+            print(
+                f"  {name:34} constrained {g['constrained_tps']:6.2f}  unconstrained "
+                f"{g['unconstrained_tps']:6.2f}  ratio {g['ratio']:.3f}  compliant {g['compliant']}"
+            )
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+
+
+def tokens_per_second(
+    combos: dict[str, Any], lexicon: Any, tokenizer: Any, ll_tokenizer: Any, runs: int, threads: int
+) -> dict[str, Any]:
+    """Constrained vs unconstrained greedy tokens/s, side by side (interleaved) in one process."""
+    from wordlist_generation.engine.generation import Engine
+    from wordlist_generation.engine.loader import load_model
+    from wordlist_generation.engine.params import GenerationJob, SamplingParams
+
+    engine = Engine(load_model(None), torch_threads=threads)
+    prompt = engine.encode_chat(
+        [{"role": "user", "content": "Write a long story about a child and a dog at the sea."}]
+    )
+    params = SamplingParams(max_new_tokens=128)
+    out: dict[str, Any] = {"max_new_tokens": 128, "threads": threads, "combinations": {}}
+    engine.generate([GenerationJob(prompt, SamplingParams(max_new_tokens=4))])  # warm-up
+    for name, spec in COMBINATIONS.items():
+        pc = PhonologicalConstraint(
+            solve(lexicon, parse_constraints(spec["constraints"])), lexicon, tokenizer, ll_tokenizer
+        )
+        free, bound, compliant = [], [], []
+        for _ in range(runs):
+            for constraint, sink in ((None, free), (pc, bound)):
+                t0 = time.perf_counter()
+                result = engine.generate([GenerationJob(prompt, params, constraint)])[0]
+                sink.append(result.completion_tokens / (time.perf_counter() - t0))
+                if constraint is not None:
+                    compliant.append(pc.check(result.choices[0].text).ok)
+        c, u = statistics.median(bound), statistics.median(free)
+        out["combinations"][name] = {
+            "constrained_tps": round(c, 2),
+            "unconstrained_tps": round(u, 2),
+            "ratio": round(c / u, 3),
+            "compliant": all(compliant),
+        }
+    return out
 
 
 if __name__ == "__main__":
