@@ -98,6 +98,12 @@ GREEDY = {"num_beams": 1}
 CONFIGS = [
     Config("unconstrained-greedy", constrained=False, params=GREEDY, note="baseline"),
     Config("unconstrained-beam4", constrained=False, params={"num_beams": 4}),
+    Config(
+        "unconstrained-greedy-reppen",
+        constrained=False,
+        params={**GREEDY, "repetition_penalty": 1.2},
+        note="baseline with the constrained default penalty",
+    ),
     Config("greedy-nohint", hint=False, params=GREEDY, note="constraint only"),
     Config("greedy-hint", params=GREEDY, note="+ prompt hint"),
     Config("greedy-hint-reppen", params={**GREEDY, "repetition_penalty": 1.2}),
