@@ -1400,6 +1400,11 @@ class PhonologicalSequence(SequenceConstraint):
         return self._owner.decode(self._tokens)
 
     def fill_allowed(self, allowed: torch.Tensor) -> None:
+        if self._remaining == 1 and self.can_end():
+            # The last token of the budget: a complete, compliant answer ends here (the caller
+            # allows EOS) rather than starting a word that max_tokens would cut and trim away,
+            # possibly taking a required word with it ("so" -> "sof").
+            return
         if self._bitmask is None:
             self._bitmask = _Bitmask(self._owner.ll_tokenizer.vocab_size)
         self._bitmask.fill(self._matcher, allowed)
