@@ -628,6 +628,26 @@ def test_steering_fits_required_words_in_a_tight_budget(
     assert pc.check(text).ok, text
 
 
+def test_last_token_of_the_budget_ends_a_compliant_answer(
+    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
+) -> None:
+    """With one token left and the requirements met, no new word may start: a word cut by
+    max_tokens ("so" -> "sof") would be trimmed and take a required word with it."""
+    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, NO_R_NO_L_TWO_S)
+    state = pc.start()
+    for tok in smollm_tokenizer.encode("We see some sun so", add_special_tokens=False):
+        assert state.advance(tok)
+    assert state.can_end()
+    state.set_remaining_tokens(2)
+    allowed = torch.zeros(len(smollm_tokenizer), dtype=torch.bool)
+    state.fill_allowed(allowed)
+    assert allowed.any()  # with room left, the answer may go on
+    state.set_remaining_tokens(1)
+    allowed = torch.zeros(len(smollm_tokenizer), dtype=torch.bool)
+    state.fill_allowed(allowed)
+    assert not allowed.any()  # only EOS, which the processor adds when can_end()
+
+
 def test_unsupported_backend() -> None:
     require_llguidance("llguidance")
     with pytest.raises(UnsupportedBackend) as exc:
