@@ -17,18 +17,11 @@
 # items). HTTP requests in flight (uploads, downloads) get up to SHUTDOWN_GRACE_SECONDS.
 set -euo pipefail
 
-die() {
-    echo "run_batch.sh: $*" >&2
-    exit 2
-}
+SCRIPT=run_batch.sh
+# shellcheck source=scripts/common.sh
+source "$(dirname "$0")/common.sh"
 
-cd "$(dirname "$0")/.."
-
-for arg in "$@"; do
-    case $arg in
-    --workers | --workers=*) die "the batch service runs exactly one worker; drop '$arg'" ;;
-    esac
-done
+refuse_workers_arg "the batch service" "$@"
 for var in UVICORN_WORKERS WEB_CONCURRENCY; do
     if [[ -n ${!var:-} && ${!var} != 1 ]]; then
         echo "run_batch.sh: ignoring $var=${!var}: the batch service keeps its job registry" \
@@ -37,17 +30,9 @@ for var in UVICORN_WORKERS WEB_CONCURRENCY; do
 done
 unset WEB_CONCURRENCY # uvicorn reads it as the default worker count
 
-if ! command -v uvicorn >/dev/null; then
-    [[ -x .venv/bin/uvicorn ]] || die "uvicorn not found on PATH; run 'make setup' (or 'make run')"
-    PATH="$PWD/.venv/bin:$PATH"
-fi
+enter_repo
 
-# Values the settings model resolves from the environment and .env, so that the port and the
-# grace period here are the ones nginx was rendered with.
-settings=$(python -c 'import sys; from wordlist_generation.settings import Settings; s = Settings()
-print(*(getattr(s, name) for name in sys.argv[1:]))' \
-    BATCH_PORT SHUTDOWN_GRACE_SECONDS LOG_LEVEL BATCH_JOB_DIR) ||
-    die "could not read the settings (see the error above)"
+settings=$(read_settings BATCH_PORT SHUTDOWN_GRACE_SECONDS LOG_LEVEL BATCH_JOB_DIR)
 read -r batch_port grace log_level job_dir <<<"$settings"
 
 port=${PORT:-$batch_port}
@@ -56,9 +41,4 @@ host=${HOST:-127.0.0.1}
 echo "run_batch.sh: starting wordlist_generation.app_batch:app on http://$host:$port" \
     "with 1 worker, jobs in $job_dir, graceful shutdown ${grace}s"
 
-# --no-access-log: the app writes its own access line, with any ?token= redacted.
-exec uvicorn wordlist_generation.app_batch:app \
-    --host "$host" --port "$port" --workers 1 \
-    --timeout-graceful-shutdown "$grace" \
-    --log-level "${log_level,,}" --no-access-log \
-    "$@"
+exec_uvicorn wordlist_generation.app_batch:app "$host" "$port" 1 "$grace" "$log_level" "$@"

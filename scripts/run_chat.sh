@@ -17,24 +17,13 @@ set -euo pipefail
 
 readonly DEFAULT_WORKERS=2
 
-die() {
-    echo "run_chat.sh: $*" >&2
-    exit 2
-}
+SCRIPT=run_chat.sh
+# shellcheck source=scripts/common.sh
+source "$(dirname "$0")/common.sh"
 
-cd "$(dirname "$0")/.."
+enter_repo
 
-if ! command -v uvicorn >/dev/null; then
-    [[ -x .venv/bin/uvicorn ]] || die "uvicorn not found on PATH; run 'make setup' (or 'make run')"
-    PATH="$PWD/.venv/bin:$PATH"
-fi
-
-# Values the settings model resolves from the environment and .env, so that the ports and the
-# grace period here are the ones nginx was rendered with.
-settings=$(python -c 'import sys; from wordlist_generation.settings import Settings; s = Settings()
-print(*(getattr(s, name) for name in sys.argv[1:]))' \
-    CHAT_PORT SHUTDOWN_GRACE_SECONDS LOG_LEVEL TORCH_NUM_THREADS) ||
-    die "could not read the settings (see the error above)"
+settings=$(read_settings CHAT_PORT SHUTDOWN_GRACE_SECONDS LOG_LEVEL TORCH_NUM_THREADS)
 read -r chat_port grace log_level torch_threads <<<"$settings"
 
 port=${PORT:-$chat_port}
@@ -50,9 +39,4 @@ fi
 echo "run_chat.sh: starting wordlist_generation.app_chat:app on http://$host:$port" \
     "with $workers worker(s), graceful shutdown ${grace}s, torch threads ${torch_threads} (0 = all)"
 
-# --no-access-log: the app writes its own access line, with any ?token= redacted.
-exec uvicorn wordlist_generation.app_chat:app \
-    --host "$host" --port "$port" --workers "$workers" \
-    --timeout-graceful-shutdown "$grace" \
-    --log-level "${log_level,,}" --no-access-log \
-    "$@"
+exec_uvicorn wordlist_generation.app_chat:app "$host" "$port" "$workers" "$grace" "$log_level" "$@"

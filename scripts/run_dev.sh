@@ -11,29 +11,16 @@
 # Extra arguments are passed to uvicorn unchanged (for example --reload).
 set -euo pipefail
 
-die() {
-    echo "run_dev.sh: $*" >&2
-    exit 2
-}
+SCRIPT=run_dev.sh
+# shellcheck source=scripts/common.sh
+source "$(dirname "$0")/common.sh"
 
-cd "$(dirname "$0")/.."
-
-for arg in "$@"; do
-    case $arg in
-    --workers | --workers=*) die "the unified app runs exactly one worker; drop '$arg'" ;;
-    esac
-done
+refuse_workers_arg "the unified app" "$@"
 unset WEB_CONCURRENCY # uvicorn reads it as the default worker count
 
-if ! command -v uvicorn >/dev/null; then
-    [[ -x .venv/bin/uvicorn ]] || die "uvicorn not found on PATH; run 'make setup' (or 'make run')"
-    PATH="$PWD/.venv/bin:$PATH"
-fi
+enter_repo
 
-settings=$(python -c 'import sys; from wordlist_generation.settings import Settings; s = Settings()
-print(*(getattr(s, name) for name in sys.argv[1:]))' \
-    CHAT_PORT SHUTDOWN_GRACE_SECONDS LOG_LEVEL) ||
-    die "could not read the settings (see the error above)"
+settings=$(read_settings CHAT_PORT SHUTDOWN_GRACE_SECONDS LOG_LEVEL)
 read -r chat_port grace log_level <<<"$settings"
 
 port=${PORT:-$chat_port}
@@ -42,9 +29,4 @@ host=${HOST:-127.0.0.1}
 echo "run_dev.sh: starting wordlist_generation.main:app (chat + batch) on http://$host:$port" \
     "with 1 worker, graceful shutdown ${grace}s"
 
-# --no-access-log: the app writes its own access line, with any ?token= redacted.
-exec uvicorn wordlist_generation.main:app \
-    --host "$host" --port "$port" --workers 1 \
-    --timeout-graceful-shutdown "$grace" \
-    --log-level "${log_level,,}" --no-access-log \
-    "$@"
+exec_uvicorn wordlist_generation.main:app "$host" "$port" 1 "$grace" "$log_level" "$@"

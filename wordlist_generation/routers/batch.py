@@ -190,13 +190,7 @@ async def list_files(
 ) -> dict[str, Any]:
     items, more = jobs.page(manager.list_files(purpose), lambda f: f.id, after, limit)
     data = [f.public() for f in items]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": more,
-    }
+    return _page(data, more)
 
 
 @router.get("/files/{file_id}")
@@ -223,6 +217,17 @@ async def delete_file(file_id: str, manager: ManagerDep) -> dict[str, Any]:
 # -------------------------------------------------------------------- OpenAI batches
 
 
+def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    """OpenAI's cursor-paginated list object."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": more,
+    }
+
+
 @router.post("/batches")
 async def create_batch(
     body: jobs.BatchCreateRequest, request: Request, manager: ManagerDep
@@ -244,13 +249,7 @@ async def list_batches(
 ) -> dict[str, Any]:
     items, more = jobs.page(manager.list_jobs("batch"), lambda j: j.id, after, limit)
     data = [manager.batch_view(job) for job in items]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": more,
-    }
+    return _page(data, more)
 
 
 @router.get("/batches/{batch_id}")
