@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .constraints.base import CompiledConstraint
+from .constraints.base import CheckReport, CompiledConstraint
 from .engine.params import GenerationJob, GenerationOutput, SamplingParams
 from .errors import (
     ApiError,
@@ -49,13 +49,13 @@ class ResolvedConstraint:
     compile_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def report(self, texts: list[str]) -> dict[str, Any]:
-        """The `constraint` extension object: what was enforced and an independent re-check.
+    def report(self, checks: list[CheckReport]) -> dict[str, Any]:
+        """The `constraint` extension object: what was enforced and the independent re-checks of
+        the returned texts (`self.constraint.check`, one per choice).
 
         `compliant` comes from the re-check alone: an answer cut by max_tokens before its required
         words appeared is reported as not compliant, with the verdicts saying what is missing.
         """
-        checks = [self.constraint.check(t) for t in texts]
         violations = sorted({v for c in checks for v in c.violations})
         info: dict[str, Any] = {
             **self.constraint.describe(),
@@ -219,17 +219,21 @@ def choose_drafts(resolved: ResolvedConstraint, params: SamplingParams, asked: i
 
 
 def select_drafts(
-    prepared: PreparedChat, output: GenerationOutput
-) -> tuple[GenerationOutput, list[dict[str, Any]]]:
-    """Keep the best `n` drafts: soft-constraint score first, then mean token log-probability."""
+    prepared: PreparedChat, output: GenerationOutput, checks: list[CheckReport]
+) -> tuple[GenerationOutput, list[CheckReport], list[dict[str, Any]]]:
+    """Keep the best `n` drafts: soft-constraint score first, then mean token log-probability.
+
+    `checks` are the re-checks of `output.choices`; those of the kept drafts are returned with
+    them, so no text is checked twice.
+    """
     if prepared.drafts <= 1 or prepared.constraint is None:
-        return output, []
+        return output, checks, []
     constraint = prepared.constraint.constraint
     scored = []
-    for c in output.choices:
-        report = constraint.check(c.text)
+    for c, report in zip(output.choices, checks, strict=True):
         soft = constraint.soft_score(c.text)
-        scored.append((report.ok, soft, c.score if c.score is not None else float("-inf"), c))
+        lp = c.score if c.score is not None else float("-inf")
+        scored.append((report.ok, soft, lp, c, report))
     ranking = sorted(scored, key=lambda t: (t[0], t[1], t[2]), reverse=True)
     keep = ranking[: prepared.params.n]
     drafts = [
@@ -241,10 +245,10 @@ def select_drafts(
             "selected": any(k[3] is c for k in keep),
             "text": c.text,
         }
-        for ok, soft, lp, c in scored
+        for ok, soft, lp, c, _ in scored
     ]
     chosen = [replace(k[3], index=i) for i, k in enumerate(keep)]
-    return replace(output, choices=chosen), drafts
+    return replace(output, choices=chosen), [k[4] for k in keep], drafts
 
 
 def build_messages(request: ChatCompletionRequest, hint: str | None) -> list[dict[str, str]]:
@@ -313,7 +317,10 @@ def finish_reason(reason: str) -> str:
 def build_completion(
     prepared: PreparedChat, output: GenerationOutput, response_id: str | None = None
 ) -> ChatCompletion:
-    output, drafts = select_drafts(prepared, output)
+    checks = []
+    if prepared.constraint is not None:
+        checks = [prepared.constraint.constraint.check(c.text) for c in output.choices]
+    output, checks, drafts = select_drafts(prepared, output, checks)
     choices = [
         Choice(
             index=c.index,
@@ -324,7 +331,7 @@ def build_completion(
     ]
     constraint = None
     if prepared.constraint is not None:
-        constraint = prepared.constraint.report([c.text for c in output.choices])
+        constraint = prepared.constraint.report(checks)
         errors = [c.error for c in output.choices if c.error]
         if errors:
             constraint["errors"] = errors

@@ -196,14 +196,19 @@ class StepObserver(StoppingCriteria):
         )
 
     def finish(self, row: RowState, reason: str, *, ended_by_eos: bool = False) -> None:
+        """End a row. `row.text` is already the text without any end token (an end token is
+        never decoded into it) and without a matched stop string."""
         row.done = True
         row.finish_reason = reason
-        if ended_by_eos:
-            row.text = self.engine.decode(row.tokens[:-1])
+        released = row.text[: row.sent]
         if row.job.constraint is not None:
             row.text = row.job.constraint.finalize(row.text, complete=ended_by_eos)
-        if row.job.on_delta is not None and row.job.cancel.is_set() is False:
-            if row.text.startswith(row.text[: row.sent]) and len(row.text) > row.sent:
+        if row.job.on_delta is not None and not row.job.cancel.is_set():
+            if not row.text.startswith(released):
+                log.warning(
+                    "final text of choice %d no longer starts with what was streamed", row.choice
+                )
+            elif len(row.text) > row.sent:
                 row.job.on_delta(row.choice, row.text[row.sent :])
             row.sent = len(row.text)
 
