@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from . import __version__
 from .auth import TokenAuthMiddleware
-from .errors import install_error_handlers
+from .http_errors import install_error_handlers
 from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, redact_query
 from .serving import GenerationLimiter, ServerState
 from .settings import Settings

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import Unauthorized
+from .http_errors import error_response
 
 PROTECTED_PREFIX = "/v1"
 
@@ -55,6 +56,6 @@ class TokenAuthMiddleware:
                 else "Incorrect API key provided."
             )
             err = Unauthorized(message, headers={"WWW-Authenticate": "Bearer"})
-            await err.response()(scope, receive, send)
+            await error_response(err)(scope, receive, send)
             return
         await self.app(scope, receive, send)

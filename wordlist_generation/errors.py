@@ -1,20 +1,13 @@
-"""Typed API errors and the handlers that turn them into OpenAI's error shape.
+"""Typed domain errors, each carrying the request field at fault (`param`).
 
 `{"error": {"message", "type", "param", "code"}}`; one exception class per kind of failure, never a
-regex over exception text, and never `str(exc)` of an unexpected error sent to a client.
+regex over exception text, and never `str(exc)` of an unexpected error sent to a client. No HTTP
+framework here: engine, constraints and batch raise these; `http_errors` turns them into responses.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -48,9 +41,6 @@ class ApiError(Exception):
         }
         err.update(self.extra)
         return {"error": err}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
 
 
 class InvalidRequest(ApiError):
@@ -141,9 +131,9 @@ def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or None
 
 
-def validation_error(exc: RequestValidationError) -> ApiError:
-    """FastAPI's 422 becomes a 400 naming the first bad field, as the OpenAI API does."""
-    errors = exc.errors()
+def validation_error(errors: list[Any]) -> ApiError:
+    """Pydantic's (or FastAPI's 422) error list becomes a 400 naming the first bad field, as the
+    OpenAI API does."""
     if not errors:
         return InvalidRequest("invalid request")
     first = errors[0]
@@ -170,25 +160,3 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     msg = str(first.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     return InvalidRequest(f"Invalid value for '{param}': {msg}", param=param)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return validation_error(exc).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind: type[ApiError] = NotFound if exc.status_code == 404 else InvalidRequest
-        err = kind(str(exc.detail), code=None if exc.status_code != 405 else "method_not_allowed")
-        err.status_code = exc.status_code
-        return err.response()
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return GenerationFailed("internal error; see the server log").response()

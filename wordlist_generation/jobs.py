@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import completions
@@ -286,7 +285,7 @@ async def prepare_item(
     try:
         request = ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
-        raise validation_error(RequestValidationError(exc.errors())) from None
+        raise validation_error(exc.errors()) from None
     if request.stream:
         raise InvalidRequest("stream is not available in a batch", param="stream")
     if params is not None:

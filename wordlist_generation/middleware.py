@@ -11,6 +11,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import RequestTooLarge
+from .http_errors import error_response
 
 log = logging.getLogger("wordlist_generation.access")
 
@@ -90,7 +91,7 @@ class BodySizeLimitMiddleware:
         )
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await err.response()(scope, receive, send)
+            await error_response(err)(scope, receive, send)
             return
         received = 0
 
@@ -106,7 +107,7 @@ class BodySizeLimitMiddleware:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await err.response()(scope, receive, send)
+            await error_response(err)(scope, receive, send)
 
 
 class _TooLarge(Exception):

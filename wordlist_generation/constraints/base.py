@@ -48,6 +48,14 @@ class SequenceConstraint(ABC):
         """
         return False
 
+    def set_remaining_tokens(self, remaining: int) -> None:
+        """Declared capability: told before each mask how many tokens the budget has left.
+
+        Constraints that must fit required words before the end of `max_tokens` steer with it
+        (phonological mode); the default ignores it.
+        """
+        return None
+
 
 @dataclass
 class CheckReport:
@@ -58,11 +66,36 @@ class CheckReport:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ExportedGrammar:
+    """A grammar another engine can run instead of our own masks (e.g. llguidance in vLLM).
+
+    `syntax` names the grammar language ("lark" for llguidance's Lark dialect); `text` is the
+    grammar; `tokenizer_note` says what the grammar assumes about tokenization.
+    """
+
+    syntax: str
+    text: str
+    tokenizer_note: str = ""
+
+
 class CompiledConstraint(ABC):
-    """A constraint compiled for one tokenizer; shared, immutable, cached."""
+    """A constraint compiled for one tokenizer; shared, immutable, cached.
+
+    Optional capabilities are declared here, with neutral defaults, so that call sites never
+    probe with `getattr`/`hasattr`:
+
+    - `has_soft_constraints` + `soft_score`: candidates can be ranked (drafts);
+    - `check_budget`: refuse a `max_tokens` that can never satisfy the constraint;
+    - `SequenceConstraint.set_remaining_tokens`: steer toward required words near the end;
+    - `exported_grammar`: a grammar another engine can run;
+    - `progress`: what to tell a client before generation starts (streaming events).
+    """
 
     #: Seconds spent compiling (0.0 when it came from the cache is reported by the cache, not here).
     compile_seconds: float = 0.0
+    #: True when `soft_score` ranks texts (candidates are then generated as drafts).
+    has_soft_constraints: bool = False
 
     @abstractmethod
     def start(self) -> SequenceConstraint:
@@ -92,3 +125,23 @@ class CompiledConstraint(ABC):
     def describe(self) -> dict[str, Any]:
         """Extension fields reported in the response (language, n_words, sha256, ...)."""
         return {}
+
+    def soft_score(self, text: str) -> float:
+        """Higher is better; only meaningful when `has_soft_constraints`."""
+        return 0.0
+
+    def check_budget(self, max_tokens: int) -> None:
+        """Raise `BudgetTooSmall` when `max_tokens` can never satisfy the constraint."""
+        return None
+
+    def exported_grammar(self) -> ExportedGrammar | None:
+        """The grammar another engine can run, or None when only our own masks express it."""
+        return None
+
+
+class BudgetTooSmall(Exception):
+    """`max_tokens` cannot fit what the constraint requires (raised by `check_budget`)."""
+
+    def __init__(self, message: str, *, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed

@@ -1,0 +1,42 @@
+"""What a request asks the vocabulary to be, as one hashable, typed value.
+
+The protocol layer turns request fields into a spec; the compiler (`constraints.compiler`) turns
+any spec into a `CompiledConstraint` through one cache. A new constraint kind is one spec class
+here, one compile handler registered with the compiler, and one independent check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class WordlistSpec:
+    """The `n_words` most frequent entries of the list for `lang` (`vocab_lang`/`vocab_n_words`)."""
+
+    kind: ClassVar[str] = "wordlist"
+    lang: str
+    n_words: int
+
+    def label(self) -> str:
+        return f"{self.lang}:{self.n_words}"
+
+
+@dataclass(frozen=True)
+class PhonologicalSpec:
+    """Sound constraints over the English pronunciation lexicon (`constraints`).
+
+    `constraints` holds the validated, frozen constraint models (hashable, compared by value);
+    `n_words` optionally limits the lexicon to its most frequent words first.
+    """
+
+    kind: ClassVar[str] = "phonological"
+    constraints: tuple[Any, ...]
+    n_words: int | None = None
+
+    def label(self) -> str:
+        return f"phonological:{len(self.constraints)}"
+
+
+ConstraintSpec = WordlistSpec | PhonologicalSpec
