@@ -25,8 +25,15 @@ run: $(STAMP)
 test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
+# Every check runs and prints its findings; the target fails if any of them failed.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check wordlist_generation tests scripts
+	@status=0; \
+	for check in "$(VENV)/bin/ruff check wordlist_generation tests scripts" \
+	             "$(PY) scripts/check_module_size.py" \
+	             "$(VENV)/bin/pylint --disable=all --enable=duplicate-code wordlist_generation"; do \
+		echo "+ $$check"; $$check || status=1; \
+	done; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -68,9 +68,15 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
-    from wordlist_generation.constraints.backends import ConstraintCompiler, prompt_hint
     from wordlist_generation.constraints.processor import ConstraintLogitsProcessor
-    from wordlist_generation.constraints.wordlist import WordlistRegistry, default_wordlist_dir
+    from wordlist_generation.constraints.spec import WordlistSpec
+    from wordlist_generation.constraints.tokenizer import TokenizerTables
+    from wordlist_generation.constraints.wordlist.compile import WordlistHandler, wordlist_compiler
+    from wordlist_generation.constraints.wordlist.constraint import prompt_hint
+    from wordlist_generation.constraints.wordlist.lists import (
+        WordlistRegistry,
+        default_wordlist_dir,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,13 +92,19 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     if args.worker != "none":
         registry = WordlistRegistry(default_wordlist_dir())
         registry.get(args.lang).sha256_top(args.n)  # the list is loaded once per process
-        compiler = ConstraintCompiler(tok, registry, args.worker, background_warm=False)
         t0 = time.perf_counter()
-        compiler.warmup()
+        tables = TokenizerTables(tok)
+        compiler = wordlist_compiler(
+            tok, registry, backend=args.worker, tables=tables, background_warm=False
+        )
+        handler = compiler.handler(WordlistSpec)
+        assert isinstance(handler, WordlistHandler)
+        handler.warmup()
         out["warmup_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        constraint, hit = compiler.get(args.lang, args.n)
-        assert not hit
+        compiled = compiler.compile(WordlistSpec(args.lang, args.n))
+        constraint = compiled.constraint
+        assert not compiled.cache_hit
         out["compile_s"] = round(time.perf_counter() - t0, 4)
         out["compile_seconds_reported"] = round(constraint.compile_seconds, 4)
 
@@ -112,7 +124,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         if k == 1 and constraint is not None:
             # What the server does in the background after compiling (or at start-up for the
             # prebuilt lists): the first generation above ran on a fresh constraint.
-            out["warm_s"] = round(constraint.warm(compiler.warm_words, compiler.warm_budget_s), 3)
+            out["warm_s"] = round(constraint.warm(handler.warm_words, handler.warm_budget_s), 3)
         ids = prompt_ids(question)
         processors = LogitsProcessorList()
         proc = None

@@ -29,8 +29,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wordlist_generation.constraints.lexicon import Lexicon  # noqa: E402
-from wordlist_generation.constraints.phonological import (  # noqa: E402
+from wordlist_generation.constraints.phonology import (  # noqa: E402
+    Lexicon,
     PhonologicalConstraint,
     parse_constraints,
     preview,
@@ -111,13 +111,13 @@ def main() -> None:
         "index_s": round(index_s, 3),
     }
 
-    import llguidance.hf
     from transformers import AutoTokenizer
 
+    from wordlist_generation.constraints.tokenizer import TokenizerTables
     from wordlist_generation.engine.loader import embedded_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    ll_tokenizer, ll_tok_s = timed(lambda: llguidance.hf.from_tokenizer(tokenizer))
+    tables, tables_s = timed(lambda: TokenizerTables(tokenizer))
 
     combos: dict[str, Any] = {}
     for name, spec in COMBINATIONS.items():
@@ -126,9 +126,7 @@ def main() -> None:
         pc: PhonologicalConstraint | None = None
         for _ in range(args.compile_runs):
             sol, t_solve = timed(lambda c=constraints: solve(lexicon, c))
-            pc, t_compile = timed(
-                lambda s=sol: PhonologicalConstraint(s, lexicon, tokenizer, ll_tokenizer)
-            )
+            pc, t_compile = timed(lambda s=sol: PhonologicalConstraint(s, lexicon, tables))
             solve_times.append(t_solve)
             compile_times.append(t_compile)
         assert pc is not None
@@ -164,7 +162,7 @@ def main() -> None:
         }
 
     generation = (
-        tokens_per_second(combos, lexicon, tokenizer, ll_tokenizer, args.generate_runs, args.threads)
+        tokens_per_second(lexicon, tables, args.generate_runs, args.threads)
         if args.generate_runs
         else None
     )
@@ -176,7 +174,7 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
         },
         "lexicon": lex_result,
-        "llguidance_tokenizer_s": round(ll_tok_s, 3),
+        "tokenizer_tables_s": round(tables_s, 3),
         "runs": {"preview": args.preview_runs, "compile": args.compile_runs},
         "combinations": combos,
     }
@@ -187,7 +185,7 @@ def main() -> None:
     print(
         f"  cold build {lex_result['build_s']:.2f} s (+ parquet write: {lex_result['build_and_write_s']:.2f} s), "
         f"load {lex_result['load_s'] * 1000:.0f} ms, indexes {lex_result['index_s'] * 1000:.0f} ms; "
-        f"llguidance tokenizer {ll_tok_s * 1000:.0f} ms"
+        f"tokenizer tables {tables_s * 1000:.0f} ms"
     )
     header = f"{'combination':34} {'allowed':>8} {'surv':>6} {'solve':>8} {'compile':>8} {'preview':>8} {'mask':>7} {'min_tok':>7}"
     print(header)
@@ -202,7 +200,9 @@ def main() -> None:
         f"(medians: preview of {args.preview_runs} runs, solve/compile of {args.compile_runs}; mask = per decoding step)"
     )
     if generation:
-        print(f"greedy tokens/s on the embedded model ({args.generate_runs} runs, interleaved, medians):")
+        print(
+            f"greedy tokens/s on the embedded model ({args.generate_runs} runs, interleaved, medians):"
+        )
         for name, g in generation["combinations"].items():
             print(
                 f"  {name:34} constrained {g['constrained_tps']:6.2f}  unconstrained "
@@ -211,11 +211,9 @@ def main() -> None:
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
 
 
-def tokens_per_second(
-    combos: dict[str, Any], lexicon: Any, tokenizer: Any, ll_tokenizer: Any, runs: int, threads: int
-) -> dict[str, Any]:
+def tokens_per_second(lexicon: Any, tables: Any, runs: int, threads: int) -> dict[str, Any]:
     """Constrained vs unconstrained greedy tokens/s, side by side (interleaved) in one process."""
-    from wordlist_generation.engine.generation import Engine
+    from wordlist_generation.engine.hf import HFEngine as Engine
     from wordlist_generation.engine.loader import load_model
     from wordlist_generation.engine.params import GenerationJob, SamplingParams
 
@@ -228,7 +226,7 @@ def tokens_per_second(
     engine.generate([GenerationJob(prompt, SamplingParams(max_new_tokens=4))])  # warm-up
     for name, spec in COMBINATIONS.items():
         pc = PhonologicalConstraint(
-            solve(lexicon, parse_constraints(spec["constraints"])), lexicon, tokenizer, ll_tokenizer
+            solve(lexicon, parse_constraints(spec["constraints"])), lexicon, tables
         )
         free, bound, compliant = [], [], []
         for _ in range(runs):

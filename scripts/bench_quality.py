@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from wordcheck import violations, words  # noqa: E402
 
-from wordlist_generation.constraints.wordlist import WordlistRegistry  # noqa: E402
-from wordlist_generation.engine.generation import Engine  # noqa: E402
+from wordlist_generation.constraints.wordlist.lists import WordlistRegistry  # noqa: E402
+from wordlist_generation.engine.hf import HFEngine as Engine  # noqa: E402
 from wordlist_generation.engine.loader import load_model  # noqa: E402
 from wordlist_generation.engine.params import GenerationJob, SamplingParams  # noqa: E402
 
@@ -166,12 +166,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "quality.json")
     args = ap.parse_args()
 
-    from wordlist_generation.constraints.backends import ConstraintCompiler
-    from wordlist_generation.constraints.grammar import GrammarOptions
+    from wordlist_generation.constraints.compiler import ConstraintCompiler
+    from wordlist_generation.constraints.spec import WordlistSpec
+    from wordlist_generation.constraints.tokenizer import TokenizerTables
+    from wordlist_generation.constraints.wordlist.compile import wordlist_compiler
+    from wordlist_generation.constraints.wordlist.grammar import GrammarOptions
 
     engine = Engine(load_model(None), torch_threads=args.threads)
     registry = WordlistRegistry(REPO / "wordlists")
     compilers: dict[tuple, ConstraintCompiler] = {}
+    tables = TokenizerTables(engine.tokenizer)
     chosen = [c for c in CONFIGS if c.name in args.configs.split(",")]
     results: list[dict[str, Any]] = []
     print(
@@ -191,10 +195,14 @@ def main() -> None:
                     key = tuple(sorted(cfg.grammar.items()))
                     if key not in compilers:
                         options = replace(GrammarOptions(), **cfg.grammar)
-                        compilers[key] = ConstraintCompiler(
-                            engine.tokenizer, registry, backend=args.backend, options=options
+                        compilers[key] = wordlist_compiler(
+                            engine.tokenizer,
+                            registry,
+                            backend=args.backend,
+                            tables=tables,
+                            options=options,
                         )
-                    constraint, _ = compilers[key].get(lang, n_words)
+                    constraint = compilers[key].compile(WordlistSpec(lang, n_words)).constraint
                 base = {"max_new_tokens": args.max_tokens, **cfg.params}
                 sp = SamplingParams(**base)
                 t0 = time.perf_counter()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import wordfreq
 
-from wordlist_generation.constraints.wordlist import (
+from wordlist_generation.constraints.wordlist.lists import (
     default_wordlist_dir,
     load_wordlist,
     normalize_word,

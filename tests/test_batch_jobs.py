@@ -315,8 +315,8 @@ def test_results_before_completion_and_cancel(http):
 
 
 def test_job_params_follow_the_chat_decoding_rule():
+    from wordlist_generation.batch import JobParams
     from wordlist_generation.errors import InvalidRequest
-    from wordlist_generation.jobs import JobParams
     from wordlist_generation.protocol import ChatCompletionRequest
     from wordlist_generation.settings import Settings
 
@@ -390,3 +390,46 @@ def test_job_wide_phonological_constraints_as_a_form_field(http):
         assert any(pron[w][0][0] == "S" for w in words), text
         assert result["constraint"]["mode"] == "phonological"
         assert result["constraint"]["compliant"] is True
+
+
+def test_a_large_upload_leaves_the_event_loop_free(smollm_tokenizer, tmp_path: Path):
+    """Preparing 1,000 items gives other requests a turn all along, and every item is checked."""
+    import asyncio
+    import io
+
+    from fakes import FakeEngine, settings_for
+
+    from wordlist_generation.batch import JobManager, JobParams
+    from wordlist_generation.errors import InvalidRequest
+    from wordlist_generation.services.state import ServerState
+
+    settings = settings_for(tmp_path, BATCH_MAX_ITEMS=1000, BATCH_MAX_UPLOAD_BYTES=1 << 20)
+    engine = FakeEngine(smollm_tokenizer, model_id=MODEL)
+    state = ServerState(settings=settings, engine=engine, status="ready")
+    params = JobParams(max_tokens=4, num_beams=1)
+    items = [item(f"question {i}") for i in range(1000)]
+
+    async def scenario() -> None:
+        manager = JobManager(state)
+        await manager.registry.io(manager.registry.store.ensure)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        job = await manager.submit_job(io.BytesIO(json.dumps(items).encode()), params)
+        assert job.total == 1000
+        assert ticks >= 1000 // 32, f"the event loop ran only {ticks} times during the upload"
+        bad = [*items[:999], item("x", temperature=5)]
+        with pytest.raises(InvalidRequest) as info:
+            await manager.submit_job(io.BytesIO(json.dumps(bad).encode()), params)
+        assert info.value.param == "[999].temperature"
+        assert info.value.message.startswith("item 999:")
+        task.cancel()
+        await manager.registry.close()
+
+    asyncio.run(scenario())

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from wordlist_generation.jobs import JobStore, read_results
+from wordlist_generation.batch import JobStore, read_results
 
 MODEL = "tiny-test"
 

@@ -13,8 +13,9 @@ import openai
 import pytest
 from wordcheck import violations
 
-from wordlist_generation.jobs import FileRecord, JobManager, JobRecord
-from wordlist_generation.serving import ServerState
+from wordlist_generation.batch import FileRecord, JobManager, JobRecord
+from wordlist_generation.routers.batch_models import batch_view
+from wordlist_generation.services.state import ServerState
 from wordlist_generation.settings import Settings
 
 MODEL = "tiny-test"
@@ -255,13 +256,14 @@ def test_retention_expires_results_then_records(tmp_path: Path):
 
     async def scenario() -> None:
         manager = JobManager(ServerState(settings=settings))
-        manager.store.ensure()
+        registry = manager.registry
+        registry.store.ensure()
         t0 = time.time()
         out = FileRecord(
             id="file-abc-output", bytes=3, created_at=t0, filename="o.jsonl", purpose="batch_output"
         )
-        manager.store.save_file(out, data=b"{}\n")
-        manager.files[out.id] = out
+        registry.store.save_file(out, data=b"{}\n")
+        registry.files[out.id] = out
         upload_ = FileRecord(
             id="file-in",
             bytes=3,
@@ -270,8 +272,8 @@ def test_retention_expires_results_then_records(tmp_path: Path):
             purpose="batch",
             expires_at=t0 + 3600,
         )
-        manager.store.save_file(upload_, data=b"{}\n")
-        manager.files[upload_.id] = upload_
+        registry.store.save_file(upload_, data=b"{}\n")
+        registry.files[upload_.id] = upload_
         job = JobRecord(
             id="batch_abc",
             kind="batch",
@@ -289,28 +291,28 @@ def test_retention_expires_results_then_records(tmp_path: Path):
             input_file_id="file-in",
             output_file_id=out.id,
         )
-        manager.jobs[job.id] = job
-        manager.store.save_record(job.id, json.dumps(job.__dict__).encode())
-        manager.store.append_result(job.id, b'{"index": 0, "response": {}}\n')
+        registry.jobs[job.id] = job
+        registry.store.save_record(job.id, json.dumps(job.__dict__).encode())
+        registry.store.append_result(job.id, b'{"index": 0, "response": {}}\n')
 
         manager.sweep(t0 + 1800)
         assert job.status == "completed"
-        assert manager.batch_view(job)["expires_at"] == int(t0 + 3600)
+        assert batch_view(job, manager.ttl_seconds)["expires_at"] == int(t0 + 3600)
 
         manager.sweep(t0 + 3601)
-        await asyncio.gather(*manager._tasks)
-        view = manager.batch_view(job)
+        await asyncio.gather(*registry.tasks)
+        view = batch_view(job, manager.ttl_seconds)
         assert view["status"] == "expired" and view["expired_at"] == int(t0 + 3601)
         assert view["completed_at"] == int(t0) and view["request_counts"]["completed"] == 1
-        assert "file-abc-output" not in manager.files and "file-in" not in manager.files
-        assert not manager.store.file_data_path(out.id).exists()
-        assert not manager.store.results_path(job.id).exists()
-        saved = json.loads(manager.store.record_path(job.id).read_bytes())
+        assert "file-abc-output" not in registry.files and "file-in" not in registry.files
+        assert not registry.store.file_data_path(out.id).exists()
+        assert not registry.store.results_path(job.id).exists()
+        saved = json.loads(registry.store.record_path(job.id).read_bytes())
         assert saved["status"] == "expired"  # a restart still knows
 
         manager.sweep(t0 + 3601 + 3600)
-        await asyncio.gather(*manager._tasks)
-        assert job.id not in manager.jobs
-        assert not manager.store.record_path(job.id).exists()
+        await asyncio.gather(*registry.tasks)
+        assert job.id not in registry.jobs
+        assert not registry.store.record_path(job.id).exists()
 
     asyncio.run(scenario())

@@ -12,7 +12,6 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,9 +20,11 @@ from fastapi.responses import JSONResponse
 
 from . import __version__
 from .auth import TokenAuthMiddleware
+from .engine.base import Engine
 from .http_errors import install_error_handlers
 from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, redact_query
-from .serving import GenerationLimiter, ServerState
+from .services.limiter import GenerationLimiter
+from .services.state import ServerState
 from .settings import Settings
 
 log = logging.getLogger("wordlist_generation")
@@ -55,15 +56,19 @@ def configure_logging(level: str) -> None:
         root.propagate = False
 
 
-def _load(state: ServerState, engine: Any | None) -> None:
-    """Blocking start-up work: model, word lists, constraint compiler. Sets `state.status`."""
-    from .engine.generation import Engine
-    from .engine.loader import load_model
+def _load(state: ServerState, engine: Engine | None) -> None:
+    """Blocking start-up work: model, word lists, constraint compiler and its handlers.
 
+    Leaves `state.status` as `loading` on success (the lifespan says `ready` once the app's other
+    start-up hooks, such as the batch worker, have run too) and sets `error` on failure.
+    """
     s = state.settings
     t0 = time.perf_counter()
     try:
         if engine is None:
+            from .engine.hf import HFEngine
+            from .engine.loader import load_model
+
             loaded = load_model(
                 s.MODEL_NAME or None,
                 gguf_file=s.MODEL_GGUF_FILE or None,
@@ -74,35 +79,38 @@ def _load(state: ServerState, engine: Any | None) -> None:
                 cache_dir=s.MODEL_CACHE_DIR,
                 served_model_id=s.SERVED_MODEL_ID or None,
             )
-            engine = Engine(loaded, torch_threads=s.TORCH_NUM_THREADS)
+            engine = HFEngine(
+                loaded,
+                torch_threads=s.TORCH_NUM_THREADS,
+                max_workers=s.GENERATION_MAX_CONCURRENCY,
+            )
         state.engine = engine
-        from .constraints.backends import ConstraintCompiler
-        from .constraints.wordlist import WordlistRegistry
-
-        state.registry = WordlistRegistry(s.WORDLIST_DIR)
-        state.compiler = ConstraintCompiler(
-            engine.tokenizer,
-            state.registry,
-            backend=s.CONSTRAINT_BACKEND,
-            cache_size=s.CONSTRAINT_CACHE_SIZE,
-        )
-        state.compiler.warmup()
-        if s.PREBUILD_PREFIX:
-            state.compiler.prebuild(s.PREBUILD_LANGS, s.PREBUILD_WORD_COUNTS)
+        from .constraints.compiler import ConstraintCompiler
+        from .constraints.phonology import PhonologyHandler
+        from .constraints.spec import PhonologicalSpec, WordlistSpec
+        from .constraints.tokenizer import TokenizerTables
+        from .constraints.wordlist import WordlistHandler, WordlistRegistry, prebuild
         from .engine.loader import default_cache_dir
-        from .phonology import PhonologyService
 
-        state.phonology = PhonologyService(
-            engine.tokenizer,
-            state.compiler.tables.ll,
+        tables = TokenizerTables(engine.tokenizer)
+        state.registry = WordlistRegistry(s.WORDLIST_DIR)
+        wordlists = WordlistHandler(tables, state.registry, backend=s.CONSTRAINT_BACKEND)
+        state.phonology = PhonologyHandler(
+            tables,
             cache_dir=s.LEXICON_CACHE_DIR or (s.MODEL_CACHE_DIR or default_cache_dir()) / "lexicon",
-            cache_size=s.CONSTRAINT_CACHE_SIZE,
+            backend=s.CONSTRAINT_BACKEND,
         )
+        state.compiler = ConstraintCompiler(s.CONSTRAINT_CACHE_SIZE)
+        state.compiler.register(WordlistSpec, wordlists)
+        state.compiler.register(PhonologicalSpec, state.phonology)
+        wordlists.warmup()
+        if s.PREBUILD_PREFIX:
+            prebuild(state.compiler, s.PREBUILD_LANGS, s.PREBUILD_WORD_COUNTS)
         state.ready_seconds = time.perf_counter() - t0
-        state.status = "ready"
-        state.phonology.start_loading()  # in the background: never delays `ready`
+        if s.LEXICON_PRELOAD:
+            state.phonology.start_loading()  # in the background: never delays `ready`
         log.info(
-            "ready in %.1f s: model %s (%s), backend %s",
+            "loaded in %.1f s: model %s (%s), backend %s",
             state.ready_seconds,
             engine.model_id,
             engine.source,
@@ -117,7 +125,7 @@ def _load(state: ServerState, engine: Any | None) -> None:
 def create_app(
     settings: Settings | None = None,
     *,
-    engine: Any | None = None,
+    engine: Engine | None = None,
     chat: bool = True,
     batch: bool = True,
     title: str = "wordlist-generation",
@@ -132,24 +140,31 @@ def create_app(
         state.limiter = GenerationLimiter(
             settings.GENERATION_MAX_CONCURRENCY, settings.GENERATION_QUEUE_SIZE
         )
-        state.executor = ThreadPoolExecutor(
-            max_workers=settings.GENERATION_MAX_CONCURRENCY, thread_name_prefix="generate"
-        )
-        loading = asyncio.create_task(asyncio.to_thread(_load, state, engine))
-        hooks: list[Any] = []
+        hooks: list[StartupHook] = []
         if batch:
-            from .jobs import start_batch_worker
+            from .batch import start_batch_worker
 
             hooks.append(start_batch_worker)
         started: list[Any] = []
 
-        async def after_load() -> None:
-            await loading
-            if state.status == "ready":
+        async def start() -> None:
+            """Load, run the start-up hooks, and only then say `ready`: a route that would answer
+            503 "starting" must never be reachable while /health says ready."""
+            await asyncio.to_thread(_load, state, engine)
+            if state.status == "error":
+                return
+            try:
                 for hook in hooks:
                     started.append(await hook(app, state))
+            except Exception as exc:
+                log.exception("start-up hook failed")
+                state.error = f"{type(exc).__name__}: {exc}"
+                state.status = "error"
+                return
+            state.status = "ready"
+            log.info("ready")
 
-        state.extras["startup_task"] = asyncio.create_task(after_load())
+        state.extras["startup_task"] = asyncio.create_task(start())
         try:
             yield
         finally:
@@ -157,7 +172,8 @@ def create_app(
                 if stopper is not None:
                     await stopper()
             await state.drain(timeout=5.0)
-            state.executor.shutdown(wait=False, cancel_futures=True)
+            if state.engine is not None:
+                state.engine.close()
 
     app = FastAPI(title=title, version=__version__, lifespan=lifespan)
     app.state.server = ServerState(settings=settings)

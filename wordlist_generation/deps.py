@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .serving import ServerState
+from .services.state import ServerState
 from .settings import Settings
 
 

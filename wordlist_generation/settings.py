@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     LEXICON_CACHE_DIR: Path | None = Field(
         None, description="Where the pronunciation lexicon parquet is cached."
     )
+    LEXICON_PRELOAD: bool = Field(
+        True, description="Load the lexicon in the background at start (else on first use)."
+    )
 
     # --- batch service ---
     BATCH_JOB_DIR: Path = Field(REPO_ROOT / "var" / "jobs", description="Job records and results.")

@@ -1,6 +1,7 @@
 """Both backends against each other and against the regex, with the real SmolLM2 tokenizer and no
 model: character-level acceptance, token replay of the tokenizer's own encodings, masks step by
-step, the partial-UTF-8 limit of lm-format-enforcer, and the compiler's cache."""
+step, the partial-UTF-8 limit of lm-format-enforcer, and the word-list handler behind the
+compiler's cache."""
 
 from __future__ import annotations
 
@@ -12,27 +13,31 @@ import time
 import pytest
 import torch
 
-from wordlist_generation.constraints import backends as B
-from wordlist_generation.constraints.backends import (
-    ConstraintCompiler,
-    LlguidanceBackend,
-    TokenizerTables,
-    WordlistConstraint,
-    prompt_hint,
+from wordlist_generation import errors
+from wordlist_generation.constraints.base import ExportedGrammar
+from wordlist_generation.constraints.bitmask import unpack
+from wordlist_generation.constraints.compiler import ConstraintCompiler
+from wordlist_generation.constraints.llg import compile_lark
+from wordlist_generation.constraints.separators import CLOSING, DASHES, OPENING
+from wordlist_generation.constraints.spec import WordlistSpec
+from wordlist_generation.constraints.tokenizer import TokenizerTables
+from wordlist_generation.constraints.wordlist.compile import (
+    WordlistHandler,
+    prebuild,
+    wordlist_compiler,
 )
-from wordlist_generation.constraints.grammar import (
-    CLOSING,
-    DASHES,
-    OPENING,
+from wordlist_generation.constraints.wordlist.constraint import WordlistConstraint, prompt_hint
+from wordlist_generation.constraints.wordlist.grammar import (
     answer_regex,
-    capitalized,
     compile_words,
+    lark_grammar,
 )
-from wordlist_generation.constraints.wordlist import (
-    WordlistNotFound,
+from wordlist_generation.constraints.wordlist.lists import (
     WordlistRegistry,
+    capitalized,
     default_wordlist_dir,
 )
+from wordlist_generation.constraints.wordlist.lmfe import LmfeWordlist
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +52,34 @@ def tables(smollm_tokenizer) -> TokenizerTables:
 
 @pytest.fixture(scope="module")
 def llg(smollm_tokenizer, registry, tables) -> ConstraintCompiler:
-    c = ConstraintCompiler(smollm_tokenizer, registry, tables=tables, background_warm=False)
-    c.warmup()
+    c = wordlist_compiler(smollm_tokenizer, registry, tables=tables, background_warm=False)
+    _handler(c).warmup()
     return c
 
 
 @pytest.fixture(scope="module")
 def lmfe(smollm_tokenizer, registry, tables) -> ConstraintCompiler:
-    c = ConstraintCompiler(
+    c = wordlist_compiler(
         smollm_tokenizer,
         registry,
         backend="lm-format-enforcer",
         tables=tables,
         background_warm=False,
     )
-    c.warmup()
+    _handler(c).warmup()
     return c
+
+
+def _handler(compiler: ConstraintCompiler) -> WordlistHandler:
+    handler = compiler.handler(WordlistSpec)
+    assert isinstance(handler, WordlistHandler)
+    return handler
+
+
+def _get(compiler: ConstraintCompiler, lang: str, n: int) -> tuple[WordlistConstraint, bool]:
+    compiled = compiler.compile(WordlistSpec(lang, n))
+    assert isinstance(compiled.constraint, WordlistConstraint)
+    return compiled.constraint, compiled.cache_hit
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +156,8 @@ def _strings(registry, lang: str, n: int, count: int, seed: int) -> tuple[list[s
 
 @pytest.mark.parametrize(("lang", "n"), [("es", 1000), ("es", 3000), ("fr", 1000)])
 def test_backends_accept_exactly_the_same_strings(llg, lmfe, registry, lang, n) -> None:
-    c1, _ = llg.get(lang, n)
-    c2, _ = lmfe.get(lang, n)
+    c1, _ = _get(llg, lang, n)
+    c2, _ = _get(lmfe, lang, n)
     rx = re.compile(answer_regex(compile_words(registry.get(lang).top(n))))
     valid, invalid = _strings(registry, lang, n, 150, seed=n)
     rejected = 0
@@ -183,8 +200,8 @@ def _replay(constraint: WordlistConstraint, ids: list[int], n: int) -> bool:
 
 
 def test_replay_of_the_tokenizers_own_encodings(llg, lmfe, registry, tables, smollm_tokenizer):
-    c1, _ = llg.get("es", 1000)
-    c2, _ = lmfe.get("es", 1000)
+    c1, _ = _get(llg, "es", 1000)
+    c2, _ = _get(lmfe, "es", 1000)
     valid, invalid = _strings(registry, "es", 1000, 30, seed=11)
     n = tables.vocab_size
     seen_partial = 0
@@ -206,9 +223,9 @@ def test_masks_agree_at_every_step(
 ):
     """The cached llguidance masks equal llguidance's uncached exact masks and a plain matcher
     over the full vocabulary; lm-format-enforcer's equal them on the tokens it can represent."""
-    c1, _ = llg.get(lang, n)
-    c2, _ = lmfe.get(lang, n)
-    plain = LlguidanceBackend(tables).compile_lark(c1.engine.grammar)
+    c1, _ = _get(llg, lang, n)
+    c2, _ = _get(lmfe, lang, n)
+    plain = compile_lark(tables, c1.backend_impl.grammar)
     valid, _ = _strings(registry, lang, n, 4, seed=5)
     v = tables.vocab_size
     special = torch.zeros(v, dtype=torch.bool)
@@ -221,7 +238,7 @@ def test_masks_agree_at_every_step(
             m_fast, m_ref = _mask(fast, v), _mask(ref, v)
             assert torch.equal(m_fast, m_ref), (text, k)
             if text is valid[0]:  # uncached exact masks are slow: one text is enough
-                assert torch.equal(B._unpack(fast.exact(), v), m_ref), (text, k)
+                assert torch.equal(unpack(fast.exact(), v), m_ref), (text, k)
             assert not (m_fast & special).any()
             if lmfe_ok:
                 m_enf = _mask(enf, v)
@@ -234,7 +251,7 @@ def test_masks_agree_at_every_step(
 
 
 def test_forked_states_are_independent(llg, smollm_tokenizer, tables) -> None:
-    c, _ = llg.get("es", 1000)
+    c, _ = _get(llg, "es", 1000)
     seq = c.start()
     for tok in smollm_tokenizer.encode("Hola, ¿", add_special_tokens=False):
         assert seq.advance(tok)
@@ -248,9 +265,9 @@ def test_forked_states_are_independent(llg, smollm_tokenizer, tables) -> None:
 
 def test_rejects_special_and_out_of_range_tokens(llg, lmfe, tables) -> None:
     for comp in (llg, lmfe):
-        c, _ = comp.get("es", 1000)
+        c, _ = _get(comp, "es", 1000)
         for tok in (0, 1, 2, tables.vocab_size, tables.vocab_size + 5):
-            assert not c.start().advance(tok), (comp.backend_name, tok)
+            assert not c.start().advance(tok), (c.backend, tok)
 
 
 # ------------------------------------------------------------------------------ partial UTF-8
@@ -265,8 +282,8 @@ def test_partial_utf8_tokens_in_the_canonical_encoding(smollm_tokenizer, tables)
 
 
 def test_partial_utf8_only_lm_format_enforcer_is_limited(llg, lmfe, smollm_tokenizer, tables):
-    c1, _ = llg.get("es", 1000)
-    c2, _ = lmfe.get("es", 1000)
+    c1, _ = _get(llg, "es", 1000)
+    c2, _ = _get(lmfe, "es", 1000)
     n = tables.vocab_size
     tok = smollm_tokenizer
     for text in ("Hola ¿qué?", "Sí ¡no!", "¡Hola!"):
@@ -298,8 +315,8 @@ def test_partial_utf8_only_lm_format_enforcer_is_limited(llg, lmfe, smollm_token
 
 def test_lm_format_enforcer_cannot_start_a_word_with_some_accented_capitals(lmfe, llg, tables):
     words = ("árbol", "über", "ñu")
-    c1 = LlguidanceBackend(tables).compile_lark(B.lark_grammar(compile_words(words)))
-    c2 = B._LmfeWordlist(compile_words(words), tables)
+    c1 = compile_lark(tables, lark_grammar(compile_words(words)))
+    c2 = LmfeWordlist(compile_words(words), tables)
     v = tables.vocab_size
     for w in words:
         cap = capitalized(w)
@@ -319,8 +336,8 @@ def test_lm_format_enforcer_cannot_start_a_word_with_some_accented_capitals(lmfe
 
 
 def test_compiler_caches_describes_and_hints(llg) -> None:
-    c, hit = llg.get("es", 1000)
-    c_again, hit_again = llg.get("es", 1000)
+    c, hit = _get(llg, "es", 1000)
+    c_again, hit_again = _get(llg, "es", 1000)
     assert c is c_again and hit_again
     d = c.describe()
     assert d["vocab_lang"] == "es" and d["vocab_n_words"] == 1000 and d["backend"] == "llguidance"
@@ -331,35 +348,71 @@ def test_compiler_caches_describes_and_hints(llg) -> None:
     assert not report.ok and len(report.violations) == 2
     assert c.finalize("Hola, ¿qu", complete=False) == "Hola,"
     assert c.releasable("Hola, ¿qu") == len("Hola,")
-    assert llg.backend_name == "llguidance"
+    assert _handler(llg).backend_name == "llguidance"
+    assert llg.cached()[-1]["sha256"] == d["sha256"]
 
 
-def test_compiler_errors(llg) -> None:
-    with pytest.raises(WordlistNotFound):
-        llg.get("xx", 100)
+def test_exported_grammar_is_the_lark_grammar_llguidance_compiles(llg, lmfe, tables) -> None:
+    c1, _ = _get(llg, "es", 1000)
+    c2, _ = _get(lmfe, "es", 1000)
+    exported = c1.exported_grammar()
+    assert isinstance(exported, ExportedGrammar) and exported.syntax == "lark"
+    assert exported.text == c1.backend_impl.grammar == c2.exported_grammar().text
+    assert "split" in exported.tokenizer_note
+    plain = compile_lark(tables, exported.text)  # over the tokenizer's own vocabulary
+    assert plain.accepts("Hola, ¿qué tal?") and not plain.accepts("hola 42")
+
+
+@pytest.mark.parametrize(
+    ("lang", "n", "error", "param", "message"),
+    [
+        ("xx", 100, errors.WordlistNotFound, "vocab_lang", "no word list for language 'xx'; "),
+        ("e s", 100, errors.InvalidRequest, "vocab_lang", "vocab_lang must match"),
+        ("es", 0, errors.InvalidRequest, "vocab_n_words", "vocab_n_words must be between 1 and"),
+        ("it", 10**9, errors.InvalidRequest, "vocab_n_words", "(the length of the 'it' list)"),
+    ],
+)
+def test_compiler_errors_name_the_field(llg, lang, n, error, param, message) -> None:
+    with pytest.raises(error) as info:
+        _get(llg, lang, n)
+    assert info.value.param == param and message in info.value.message
+    if error is errors.WordlistNotFound:
+        assert "available: de, en, es" in info.value.message
+
+
+def test_empty_list_is_a_400(tmp_path, smollm_tokenizer, tables) -> None:
+    (tmp_path / "zz.txt").write_text("# nothing\n42\n", encoding="utf-8")
+    comp = wordlist_compiler(smollm_tokenizer, WordlistRegistry(tmp_path), tables=tables)
+    with pytest.raises(errors.InvalidRequest) as info:
+        _get(comp, "zz", 1)
+    assert info.value.param == "vocab_lang" and info.value.message == (
+        "the word list for 'zz' is empty"
+    )
+
+
+def test_unknown_backend(tables, registry) -> None:
     with pytest.raises(ValueError):
-        llg.get("es", 0)
-    with pytest.raises(ValueError):
-        ConstraintCompiler(None, None, backend="nope")
+        WordlistHandler(tables, registry, backend="nope")
 
 
 def test_compiler_lru_and_single_flight(smollm_tokenizer, registry, tables, monkeypatch) -> None:
-    comp = ConstraintCompiler(
+    comp = wordlist_compiler(
         smollm_tokenizer, registry, cache_size=2, tables=tables, background_warm=False
     )
+    handler = _handler(comp)
     calls: list[tuple[str, int]] = []
     gate = threading.Event()
-    real = comp._compile
+    real = handler.compile
 
-    def slow_compile(lang, words, sha):
-        calls.append((lang, len(words)))
+    def slow_compile(spec):
+        calls.append((spec.lang, spec.n_words))
         gate.wait(5)
-        return real(lang, words, sha)
+        return real(spec)
 
-    monkeypatch.setattr(comp, "_compile", slow_compile)
+    monkeypatch.setattr(handler, "compile", slow_compile)
     results: list = []
     threads = [
-        threading.Thread(target=lambda: results.append(comp.get("es", 200))) for _ in range(4)
+        threading.Thread(target=lambda: results.append(_get(comp, "es", 200))) for _ in range(4)
     ]
     for t in threads:
         t.start()
@@ -370,35 +423,43 @@ def test_compiler_lru_and_single_flight(smollm_tokenizer, registry, tables, monk
         t.join()
     assert calls == [("es", 200)]
     assert len({id(c) for c, _ in results}) == 1
-    comp.get("es", 300)
-    comp.get("fr", 200)  # evicts es/200 (least recently used)
+    _get(comp, "es", 300)
+    _get(comp, "fr", 200)  # evicts es/200 (least recently used)
     assert len(comp.cached()) == 2
-    comp.get("es", 200)
+    _get(comp, "es", 200)
     assert calls[-1] == ("es", 200) and len(calls) == 4
-    comp.prebuild(["fr", "es"], [200])
+    prebuild(comp, ["fr", "es"], [200])
     assert len(calls) == 4
 
 
 def test_background_warm_fills_the_caches(smollm_tokenizer, registry, tables) -> None:
-    comp = ConstraintCompiler(smollm_tokenizer, registry, tables=tables, warm_words=100)
-    c, _ = comp.get("pt", 500)
+    comp = wordlist_compiler(smollm_tokenizer, registry, tables=tables, warm_words=100)
+    c, _ = _get(comp, "pt", 500)
     # (No check of the cache size right here: the warm thread may already be running.)
     deadline = time.monotonic() + 60
     while c.warm_seconds is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert c.warm_seconds is not None and c.warm(100) == c.warm_seconds  # warmed once
-    assert len(c.engine.pure_masks) > 20 and len(c.engine.ws_parts) > 5
+    assert len(c.backend_impl.pure_masks) > 20 and len(c.backend_impl.ws_parts) > 5
 
 
-def test_n_beyond_the_list_uses_the_whole_list(llg, registry) -> None:
+def test_the_whole_list_and_prebuild_beyond_it(llg, registry, tmp_path, smollm_tokenizer, tables):
+    """A request may ask for the whole list, not more; `prebuild` reads a larger count as the
+    whole list."""
     size = len(registry.get("it"))
-    c, _ = llg.get("it", size + 10)
-    c2, hit = llg.get("it", size)
-    assert c is c2 and hit and c.n_words == size
+    c, _ = _get(llg, "it", size)
+    assert c.n_words == size
+    (tmp_path / "zz.txt").write_text("hola\nmundo\ncasa\n", encoding="utf-8")
+    comp = wordlist_compiler(
+        smollm_tokenizer, WordlistRegistry(tmp_path), tables=tables, background_warm=False
+    )
+    prebuild(comp, ["zz"], [10])
+    small, hit = _get(comp, "zz", 3)
+    assert hit and small.n_words == 3 and small.warm_seconds is not None
 
 
 def test_generic_lark_grammar(tables, smollm_tokenizer) -> None:
-    g = LlguidanceBackend(tables).compile_lark('start: ("ab" | "cd")+')
+    g = compile_lark(tables, 'start: ("ab" | "cd")+')
     assert g.accepts("abcdab") and not g.accepts("abc")
     seq = g.start()
     for tok in smollm_tokenizer.encode("abcd", add_special_tokens=False):
@@ -406,4 +467,4 @@ def test_generic_lark_grammar(tables, smollm_tokenizer) -> None:
         assert seq.advance(tok)
     assert seq.can_end()
     with pytest.raises(ValueError):
-        LlguidanceBackend(tables).compile_lark("start: (")
+        compile_lark(tables, "start: (")

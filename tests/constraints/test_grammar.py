@@ -8,20 +8,25 @@ import re
 
 import pytest
 
-from wordlist_generation.constraints.grammar import (
-    AnswerAutomaton,
-    GrammarOptions,
-    answer_regex,
-    capitalized,
+from wordlist_generation.constraints.wordlist.automaton import AnswerAutomaton
+from wordlist_generation.constraints.wordlist.check import (
     check,
-    compile_words,
     finalize,
-    lark_grammar,
     releasable,
-    split_entries,
     split_words,
 )
-from wordlist_generation.constraints.wordlist import WordlistRegistry, default_wordlist_dir
+from wordlist_generation.constraints.wordlist.grammar import (
+    GrammarOptions,
+    answer_regex,
+    compile_words,
+    lark_grammar,
+    split_entries,
+)
+from wordlist_generation.constraints.wordlist.lists import (
+    WordlistRegistry,
+    capitalized,
+    default_wordlist_dir,
+)
 
 N = 1000
 

@@ -7,14 +7,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from wordlist_generation.constraints.lexicon import (
+from wordlist_generation.constraints.phonology.lexicon import DEFAULT_MIN_ZIPF, Lexicon
+from wordlist_generation.constraints.phonology.phonemes import (
     ARPABET_TO_IPA,
     CONSONANT_FEATURES,
     CONSONANTS,
-    DEFAULT_MIN_ZIPF,
     INVENTORY,
     VOWELS,
-    Lexicon,
     UnknownPhonemeError,
     expand_exclusion,
     feature_difference,

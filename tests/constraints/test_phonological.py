@@ -1,76 +1,48 @@
-"""Phonological constraints without a model: validation, CSP, grammar replay, re-check, budget."""
+"""Phonological constraints without a model: validation, CSP, grammar plan, re-check.
+
+Decoding (grammar replay, masks, steering) is in `test_phonology_decoding.py`, the compile
+handler in `test_phonology_handler.py`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-import torch
-from pydantic import ValidationError
+from phonology_cases import DZ_FINAL_SHORT, NO_R_NO_L_TWO_S, compiled, load_lexicon
 
-from wordlist_generation.constraints.lexicon import Lexicon, expand_exclusion
-from wordlist_generation.constraints.phonological import (
+from wordlist_generation import errors
+from wordlist_generation.constraints import base
+from wordlist_generation.constraints.phonology import (
     BudgetTooSmall,
     GrammarPlan,
     GrammarTooLarge,
-    PhonologicalConstraint,
+    Lexicon,
     UnsatisfiableConstraint,
     UnsupportedBackend,
-    answer_words,
     cache_key,
     check_text,
     compile_grammar,
+    expand_exclusion,
+    inventory_description,
     parse_constraints,
     preview,
     require_llguidance,
     solve,
 )
-from wordlist_generation.engine.loader import default_cache_dir
-
-NO_R_NO_L_TWO_S = [
-    {"type": "exclude", "phonemes": ["r", "l"]},
-    {"type": "include", "phonemes": ["s"], "position": "initial", "min_count": 2},
-]
-DZ_FINAL_SHORT = [
-    {"type": "contrastive_minpair", "phoneme1": "d", "phoneme2": "z", "position": "final"},
-    {"type": "bound", "norm": "syllables", "max_value": 2},
-]
+from wordlist_generation.constraints.phonology.phonemes import INVENTORY
+from wordlist_generation.constraints.spec import PhonologicalSpec
+from wordlist_generation.constraints.tokenizer import TokenizerTables
 
 
 @pytest.fixture(scope="module")
 def lexicon() -> Lexicon:
-    lex = Lexicon.load(default_cache_dir() / "lexicon")
-    lex.warm()
-    return lex
+    return load_lexicon()
 
 
 @pytest.fixture(scope="module")
-def ll_tokenizer(smollm_tokenizer: Any) -> Any:
-    import llguidance.hf
-
-    return llguidance.hf.from_tokenizer(smollm_tokenizer)
-
-
-def compiled(
-    lexicon: Lexicon, tokenizer: Any, ll_tok: Any, raw: list[dict], **kw: Any
-) -> PhonologicalConstraint:
-    return PhonologicalConstraint(
-        solve(lexicon, parse_constraints(raw), **kw), lexicon, tokenizer, ll_tok
-    )
-
-
-def replay(pc: PhonologicalConstraint, tokenizer: Any, text: str) -> tuple[bool, bool]:
-    """Feed the tokens of `text` through fresh sequence state, checking each against the mask.
-
-    Returns (every token was allowed, the state may end afterwards).
-    """
-    state = pc.start()
-    for tok in tokenizer.encode(text, add_special_tokens=False):
-        allowed = torch.zeros(len(tokenizer), dtype=torch.bool)
-        state.fill_allowed(allowed)
-        if not allowed[tok] or not state.advance(tok):
-            return False, False
-    return True, state.can_end()
+def tables(smollm_tokenizer: Any) -> TokenizerTables:
+    return TokenizerTables(smollm_tokenizer)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -145,20 +117,34 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("case", "raw", "fragments"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_table(case: str, raw: list[dict], fragments: list[str]) -> None:
-    with pytest.raises(ValidationError) as exc:
+    with pytest.raises(errors.InvalidConstraint) as exc:
         parse_constraints(raw)
     text = str(exc.value)
     for frag in fragments:
         assert frag in text, (case, frag, text)
+    assert (exc.value.param or "").startswith("constraints.0"), exc.value.param
 
 
-def test_error_locations_name_the_field() -> None:
-    with pytest.raises(ValidationError) as exc:
-        parse_constraints(
-            [{"type": "exclude", "phonemes": ["s"]}, {"type": "exclude", "phonemes": ["x"]}]
-        )
-    (err,) = exc.value.errors()
-    assert err["loc"][0] == 1 and err["loc"][-2:] == ("phonemes", 0)
+@pytest.mark.parametrize(
+    ("raw", "prefix", "param"),
+    [
+        (
+            [{"type": "exclude", "phonemes": ["s"]}, {"type": "exclude", "phonemes": ["x"]}],
+            "constraints",
+            "constraints.1.phonemes.0",
+        ),
+        ([{"type": "rhyme"}], "constraints", "constraints.0.type"),
+        ([{"phonemes": ["s"]}], "constraints", "constraints.0.type"),
+        ([{"type": "include", "phonemes": ["s"], "min_count": 0}], "x", "x.0.min_count"),
+        ([], "constraints", "constraints"),
+        ({"type": "exclude"}, "body.constraints", "body.constraints"),
+    ],
+)
+def test_error_locations_name_the_field(raw: Any, prefix: str, param: str) -> None:
+    with pytest.raises(errors.InvalidConstraint) as exc:
+        parse_constraints(raw, prefix)
+    assert exc.value.param == param
+    assert exc.value.status_code == 400 and exc.value.code == "invalid_constraint"
 
 
 def test_valid_inputs_are_normalized() -> None:
@@ -169,10 +155,70 @@ def test_valid_inputs_are_normalized() -> None:
             {"type": "contrastive_multopp", "substitute": "t", "targets": ["k", "s", "sh"]},
         ]
     )
-    assert ex.phonemes == ["ɹ", "l"]
-    assert ex.effective_phonemes == ["ɹ", "l", "ɚ", "ɝ"]
+    assert ex.phonemes == ("ɹ", "l")
+    assert ex.effective_phonemes == ("ɹ", "l", "ɚ", "ɝ")
     assert pair.features["feature_distance"] == 3
-    assert mult.targets == ["k", "s", "ʃ"] and mult.n_targets == 3
+    assert mult.targets == ("k", "s", "ʃ") and mult.n_targets == 3
+
+
+def test_models_are_frozen_hashable_values() -> None:
+    a = parse_constraints(NO_R_NO_L_TWO_S + DZ_FINAL_SHORT)
+    b = parse_constraints(
+        [{"type": "exclude", "phonemes": ("ɹ", "l", "r")}, *NO_R_NO_L_TWO_S[1:], *DZ_FINAL_SHORT]
+    )
+    assert isinstance(a, tuple) and a == b and hash(a) == hash(b)
+    assert PhonologicalSpec(a, 1000) == PhonologicalSpec(b, 1000)
+    assert len({PhonologicalSpec(a), PhonologicalSpec(b), PhonologicalSpec(a, 1000)}) == 2
+    with pytest.raises(ValueError):
+        a[0].phonemes = ("s",)
+    assert a[0].model_dump(mode="json")["phonemes"] == ["ɹ", "l"]  # JSON shape unchanged
+
+
+LABELS = [
+    ({"type": "exclude", "phonemes": ["r", "l"]}, "exclude /ɹ l ɚ ɝ/"),
+    (NO_R_NO_L_TWO_S[1], "include 2× /s/ initial"),
+    (DZ_FINAL_SHORT[1], "bound syllables ≤ 2"),
+    (
+        {"type": "bound_boost", "norm": "zipf", "min_value": 4.5, "weight": 2},
+        "bound_boost 4.5 ≤ zipf",
+    ),
+    (DZ_FINAL_SHORT[0], "contrastive_minpair /d/~/z/ final"),
+    (
+        {"type": "contrastive_maxopp", "phoneme1": "m", "phoneme2": "s"},
+        "contrastive_maxopp /m/~/s/ any",
+    ),
+    (
+        {
+            "type": "contrastive_multopp",
+            "substitute": "t",
+            "targets": ["k", "s", "sh"],
+            "n_targets": 2,
+        },
+        "contrastive_multopp /t/ vs 2 of /k s ʃ/ any",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "label"), LABELS, ids=[c[0]["type"] for c in LABELS])
+def test_labels_name_the_normalized_constraint(raw: dict, label: str) -> None:
+    """Labels appear in error messages, stages and reports: tuples render like the old lists."""
+    (c,) = parse_constraints([raw])
+    assert c.label() == label
+
+
+def test_unknown_type_lists_the_known_ones() -> None:
+    with pytest.raises(errors.InvalidConstraint) as exc:
+        parse_constraints([{"type": "rhyme"}])
+    assert exc.value.message.startswith("unknown constraint type 'rhyme'")
+    for known in ("exclude", "include", "bound_boost", "contrastive_multopp"):
+        assert f"'{known}'" in exc.value.message
+
+
+def test_inventory_description_partitions_the_inventory() -> None:
+    inv = inventory_description()
+    assert set(inv["vowels"]).isdisjoint(inv["consonants"])
+    assert sorted(inv["vowels"] + inv["consonants"]) == sorted(INVENTORY)
+    assert "ɹ" in inv["consonants"] and "ɚ" in inv["vowels"]
 
 
 # ----------------------------------------------------------------------------- unary constraints
@@ -461,70 +507,13 @@ def test_grammar_too_large(lexicon: Lexicon) -> None:
         GrammarPlan.build(solve(lexicon, parse_constraints(c)))
 
 
-def test_replay_include_grammar(lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any) -> None:
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, NO_R_NO_L_TWO_S)
-    assert replay(pc, smollm_tokenizer, "So I see the sun.") == (True, True)
-    assert replay(pc, smollm_tokenizer, 'Sun and sea, in the "sky" - so nice!\nYes.') == (
-        True,
-        True,
-    )
-    # compliant words, but only one /s/-initial word: tokens allowed, end blocked
-    assert replay(pc, smollm_tokenizer, "The cat sat on a mat") == (True, False)
-    # the same /s/ word twice does not count twice
-    assert replay(pc, smollm_tokenizer, "so so so") == (True, False)
-    # /ɹ/ and /l/ words are rejected somewhere
-    assert replay(pc, smollm_tokenizer, "The red sun")[0] is False
-    assert replay(pc, smollm_tokenizer, "So I see the light")[0] is False
-    # only bounded separators
-    assert replay(pc, smollm_tokenizer, "So  I see the sun")[0] is False
-
-
-def test_replay_minimal_pair_grammar(
-    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
-) -> None:
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
-    assert replay(pc, smollm_tokenizer, "The cat has had a nap.") == (True, True)
-    assert replay(pc, smollm_tokenizer, "She said it, and he says it") == (
-        True,
-        True,
-    )  # another kept pair
-    assert replay(pc, smollm_tokenizer, "It hasn't had it, but it has.") == (
-        True,
-        True,
-    )  # prefix of a class word
-    assert replay(pc, smollm_tokenizer, "The cat had a nap.") == (True, False)
-    assert replay(pc, smollm_tokenizer, "The elephant has had a nap.")[0] is False  # 3 syllables
-
-
-def test_replay_without_required_words(
-    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
-) -> None:
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, [{"type": "exclude", "phonemes": ["z"]}])
-    assert replay(pc, smollm_tokenizer, "The cat sat on a mat.") == (True, True)
-    assert replay(pc, smollm_tokenizer, "The cat is here")[0] is False
-    assert pc.min_tokens_to_satisfy() == 0
-
-
-def test_sequence_fork_is_independent(
-    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
-) -> None:
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
-    s = pc.start()
-    for t in smollm_tokenizer.encode("It has", add_special_tokens=False):
-        assert s.advance(t)
-    f = s.fork()
-    for t in smollm_tokenizer.encode(" had", add_special_tokens=False):
-        assert f.advance(t)
-    assert f.can_end() and not s.can_end()
-
-
 # ----------------------------------------------------------------------------- re-check, text handling
 
 
 def test_check_reports_required_words_and_cut_answers(
-    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
+    lexicon: Lexicon, tables: TokenizerTables
 ) -> None:
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
+    pc = compiled(lexicon, tables, DZ_FINAL_SHORT)
     good = pc.check("The cat has had a nap.")
     assert good.ok and not good.violations
     assert good.details["required_words"] == {"had": True, "has": True}
@@ -562,90 +551,7 @@ def test_check_multopp_and_maxopp(lexicon: Lexicon) -> None:
     assert v[2].details["pairs_found"] == [["mat", "sat"]]
 
 
-def test_releasable_and_finalize(
-    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
-) -> None:
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
-    assert pc.releasable("The cat hasn") == len("The cat ")
-    assert pc.releasable("The cat has. ") == len("The cat has. ")
-    assert pc.finalize("The cat hasn", complete=False) == "The cat "
-    assert pc.finalize("The cat has", complete=False) == "The cat has"
-    assert pc.finalize("The cat hasn", complete=True) == "The cat hasn"
-    assert answer_words('Don\'t say "Bees"!') == ["don't", "say", "bees"]
-
-
-def test_describe_and_prompt_hint(
-    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
-) -> None:
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, NO_R_NO_L_TWO_S + DZ_FINAL_SHORT)
-    d = pc.describe()
-    assert d["mode"] == "phonological"
-    assert d["vocabulary"]["allowed"] == pc.solution.n_allowed
-    assert [r["type"] for r in d["required"]] == ["include", "contrastive_minpair"]
-    assert d["grammar"]["min_tokens_to_satisfy"] >= 3 and d["compile_ms"] > 0
-    hint = pc.prompt_hint() or ""
-    for w in pc.solution.slots[1].chosen:
-        assert f'"{w}"' in hint
-    assert "/ɹ/" in hint
-
-
 # ----------------------------------------------------------------------------- budget, backend
-
-
-def test_budget_too_small(lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any) -> None:
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, DZ_FINAL_SHORT)
-    need = pc.min_tokens_to_satisfy()
-    assert need == 2  # " had" and " has" are one token each
-    pc.check_budget(need)
-    with pytest.raises(BudgetTooSmall) as exc:
-        pc.check_budget(need - 1)
-    assert exc.value.needed == need
-
-
-def test_steering_fits_required_words_in_a_tight_budget(
-    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
-) -> None:
-    """A stubborn 'model' that always says 'the cat ...' still ends compliant within budget."""
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, NO_R_NO_L_TWO_S + DZ_FINAL_SHORT)
-    preferred = smollm_tokenizer.encode(
-        "The cat sat on a mat and a cat sat on a mat and", add_special_tokens=False
-    )
-    budget = 12
-    state = pc.start()
-    out: list[int] = []
-    for step in range(budget):
-        state.set_remaining_tokens(budget - step)
-        allowed = torch.zeros(len(smollm_tokenizer), dtype=torch.bool)
-        state.fill_allowed(allowed)
-        want = preferred[step % len(preferred)]
-        tok = want if allowed[want] else int(torch.nonzero(allowed)[0])
-        assert state.advance(tok)
-        out.append(tok)
-        if state.can_end():
-            break
-    text = smollm_tokenizer.decode(out)
-    assert state.can_end(), text
-    assert pc.check(text).ok, text
-
-
-def test_last_token_of_the_budget_ends_a_compliant_answer(
-    lexicon: Lexicon, smollm_tokenizer: Any, ll_tokenizer: Any
-) -> None:
-    """With one token left and the requirements met, no new word may start: a word cut by
-    max_tokens ("so" -> "sof") would be trimmed and take a required word with it."""
-    pc = compiled(lexicon, smollm_tokenizer, ll_tokenizer, NO_R_NO_L_TWO_S)
-    state = pc.start()
-    for tok in smollm_tokenizer.encode("We see some sun so", add_special_tokens=False):
-        assert state.advance(tok)
-    assert state.can_end()
-    state.set_remaining_tokens(2)
-    allowed = torch.zeros(len(smollm_tokenizer), dtype=torch.bool)
-    state.fill_allowed(allowed)
-    assert allowed.any()  # with room left, the answer may go on
-    state.set_remaining_tokens(1)
-    allowed = torch.zeros(len(smollm_tokenizer), dtype=torch.bool)
-    state.fill_allowed(allowed)
-    assert not allowed.any()  # only EOS, which the processor adds when can_end()
 
 
 def test_unsupported_backend() -> None:
@@ -653,3 +559,7 @@ def test_unsupported_backend() -> None:
     with pytest.raises(UnsupportedBackend) as exc:
         require_llguidance("lm-format-enforcer")
     assert "llguidance" in str(exc.value) and "lm-format-enforcer" in str(exc.value)
+
+
+def test_budget_error_is_the_declared_capability() -> None:
+    assert issubclass(BudgetTooSmall, base.BudgetTooSmall)

@@ -9,10 +9,14 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 from wordcheck import violations
 
-from wordlist_generation.constraints.backends import ConstraintCompiler, TokenizerTables
 from wordlist_generation.constraints.base import SequenceConstraint
-from wordlist_generation.constraints.processor import ConstraintLogitsProcessor, apply_bitmask
-from wordlist_generation.constraints.wordlist import WordlistRegistry, default_wordlist_dir
+from wordlist_generation.constraints.bitmask import apply_bitmask
+from wordlist_generation.constraints.compiler import ConstraintCompiler
+from wordlist_generation.constraints.processor import ConstraintLogitsProcessor
+from wordlist_generation.constraints.spec import WordlistSpec
+from wordlist_generation.constraints.tokenizer import TokenizerTables
+from wordlist_generation.constraints.wordlist.compile import WordlistHandler, wordlist_compiler
+from wordlist_generation.constraints.wordlist.lists import WordlistRegistry, default_wordlist_dir
 
 N = 1000
 
@@ -42,10 +46,12 @@ def tables(tok) -> TokenizerTables:
 
 @pytest.fixture(scope="module")
 def compiler(tok, tables) -> ConstraintCompiler:
-    c = ConstraintCompiler(
+    c = wordlist_compiler(
         tok, WordlistRegistry(default_wordlist_dir()), tables=tables, background_warm=False
     )
-    c.warmup()
+    handler = c.handler(WordlistSpec)
+    assert isinstance(handler, WordlistHandler)
+    handler.warmup()
     return c
 
 
@@ -98,7 +104,7 @@ def _verify(constraint, tok, eos_ids, gen: list[int], lang: str) -> str:
 
 
 def test_greedy(model, tok, eos_ids, compiler) -> None:
-    c, _ = compiler.get("es", N)
+    c = compiler.compile(WordlistSpec("es", N)).constraint
     proc, gens = _generate(
         model, tok, eos_ids, [c.start()], ["Escribe una frase:"], max_new_tokens=32, do_sample=False
     )
@@ -108,7 +114,7 @@ def test_greedy(model, tok, eos_ids, compiler) -> None:
 
 
 def test_sampling_with_top_k_several_sequences(model, tok, eos_ids, compiler) -> None:
-    c, _ = compiler.get("es", N)
+    c = compiler.compile(WordlistSpec("es", N)).constraint
     torch.manual_seed(1)
     proc, gens = _generate(
         model,
@@ -127,7 +133,7 @@ def test_sampling_with_top_k_several_sequences(model, tok, eos_ids, compiler) ->
 
 
 def test_beam_search(model, tok, eos_ids, compiler) -> None:
-    c, _ = compiler.get("fr", N)
+    c = compiler.compile(WordlistSpec("fr", N)).constraint
     proc, gens = _generate(
         model,
         tok,
@@ -146,8 +152,8 @@ def test_beam_search(model, tok, eos_ids, compiler) -> None:
 
 
 def test_batch_of_left_padded_prompts_with_mixed_constraints(model, tok, eos_ids, compiler):
-    es, _ = compiler.get("es", N)
-    en, _ = compiler.get("en", N)
+    es = compiler.compile(WordlistSpec("es", N)).constraint
+    en = compiler.compile(WordlistSpec("en", N)).constraint
     prompts = ["Una historia muy larga sobre el mar:", "Hi", "Libre"]
     proc, gens = _generate(
         model,
@@ -167,14 +173,14 @@ def test_batch_of_left_padded_prompts_with_mixed_constraints(model, tok, eos_ids
 
 
 def test_lm_format_enforcer_backend_in_generate(model, tok, eos_ids, tables) -> None:
-    comp = ConstraintCompiler(
+    comp = wordlist_compiler(
         tok,
         WordlistRegistry(default_wordlist_dir()),
         backend="lm-format-enforcer",
         tables=tables,
         background_warm=False,
     )
-    c, _ = comp.get("it", N)
+    c = comp.compile(WordlistSpec("it", N)).constraint
     proc, gens = _generate(
         model,
         tok,
@@ -203,7 +209,7 @@ def test_logits_wider_than_the_tokenizer(tok, eos_ids, compiler) -> None:
     wide = LlamaForCausalLM(config)
     with torch.no_grad():  # make the padding columns the most likely ones
         wide.lm_head.weight[len(tok) :] = wide.lm_head.weight[:64].abs() * 50
-    c, _ = compiler.get("es", N)
+    c = compiler.compile(WordlistSpec("es", N)).constraint
     proc, gens = _generate(
         wide, tok, eos_ids, [c.start()], ["Hola"], max_new_tokens=12, do_sample=False
     )
@@ -221,7 +227,7 @@ def _call(proc, prompt_len: int, rows: list[list[int]], vocab: int) -> torch.Ten
 
 
 def test_rows_are_found_by_prefix_when_beams_reorder(tok, eos_ids, compiler, tables) -> None:
-    c, _ = compiler.get("es", N)
+    c = compiler.compile(WordlistSpec("es", N)).constraint
     v = tables.vocab_size
     proc = ConstraintLogitsProcessor([c.start()], prompt_len=2, num_beams=3, eos_token_ids=eos_ids)
     x = tok.encode("Hola, qué tal", add_special_tokens=False)
@@ -244,7 +250,7 @@ def test_rows_are_found_by_prefix_when_beams_reorder(tok, eos_ids, compiler, tab
 
 
 def test_rejected_token_is_reported_and_only_eos_is_allowed(tok, eos_ids, compiler, tables):
-    c, _ = compiler.get("es", N)
+    c = compiler.compile(WordlistSpec("es", N)).constraint
     v = tables.vocab_size
     proc = ConstraintLogitsProcessor(
         [c.start(), c.start()], prompt_len=1, num_beams=1, eos_token_ids=eos_ids
@@ -280,7 +286,7 @@ def test_dead_end_is_reported_not_silently_ended(eos_ids) -> None:
 
 
 def test_finished_and_unconstrained_rows_are_untouched(tok, eos_ids, compiler, tables) -> None:
-    c, _ = compiler.get("es", N)
+    c = compiler.compile(WordlistSpec("es", N)).constraint
     v = tables.vocab_size
     proc = ConstraintLogitsProcessor(
         [c.start(), None, c.start()], prompt_len=1, num_beams=1, eos_token_ids=eos_ids

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wordlist_generation.constraints.wordlist import (
+from wordlist_generation.constraints.wordlist.lists import (
     LANG_RE,
     EmptyWordlist,
     InvalidLanguage,

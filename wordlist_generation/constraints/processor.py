@@ -14,47 +14,15 @@ import time
 from collections import Counter
 from collections.abc import Collection, Sequence
 
-import numpy as np
 import torch
 from transformers import LogitsProcessor
 
 from .base import SequenceConstraint
+from .bitmask import apply_bitmask, pack_bool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConstraintLogitsProcessor", "apply_bitmask", "pack_bool"]
-
-
-def pack_bool(allowed: torch.Tensor, row: torch.Tensor) -> None:
-    """Pack a bool vector into the int32 bitmask row `row` (bit t % 32 of word t // 32)."""
-    n = min(allowed.shape[0], row.shape[0] * 32)
-    padded = np.zeros(row.shape[0] * 32, dtype=bool)
-    padded[:n] = allowed[:n].numpy()
-    row.copy_(torch.from_numpy(np.packbits(padded, bitorder="little").view(np.int32)))
-
-
-def apply_bitmask(scores: torch.Tensor, bitmask: torch.Tensor) -> None:
-    """Set `scores[r, t] = -inf` wherever bit t of `bitmask[r]` is 0, in place.
-
-    Columns beyond the bitmask (a model's logits may be wider than its tokenizer) are disallowed.
-    The bits are unpacked with numpy (a few microseconds per row, no kernel to compile), inverted
-    so that one masked write does the rest.
-    """
-    rows, vocab = scores.shape
-    n = min(vocab, bitmask.shape[1] * 32)
-    banned = np.unpackbits(
-        np.invert(bitmask.contiguous().numpy().view(np.uint8)), axis=1, bitorder="little"
-    )[:, :n].view(np.bool_)
-    if scores.device.type == "cpu" and scores.dtype == torch.float32 and scores.is_contiguous():
-        target = scores.numpy()
-        np.copyto(target[:, :n], -np.inf, where=banned)
-        if vocab > n:
-            target[:, n:] = -np.inf
-        return
-    ban = torch.from_numpy(banned).to(scores.device)
-    scores[:, :n].masked_fill_(ban, float("-inf"))
-    if vocab > n:
-        scores[:, n:] = float("-inf")
+__all__ = ["ConstraintLogitsProcessor"]
 
 
 class _Broken:
@@ -97,6 +65,8 @@ class ConstraintLogitsProcessor(LogitsProcessor):
         self.eos_token_ids = tuple(sorted(set(eos_token_ids)))
         self._eos = frozenset(self.eos_token_ids)
         self.errors: dict[int, str] = {}
+        #: The same errors keyed by (root index, generated prefix): what beam search needs.
+        self.sequence_errors: dict[tuple[int, tuple[int, ...]], str] = {}
         #: Seconds per constrained row and step (state update + mask), when recording.
         self.timings: list[float] | None = [] if record_timings else None
         #: Seconds per call (every row, including applying the masks), when recording.
@@ -132,9 +102,9 @@ class ConstraintLogitsProcessor(LogitsProcessor):
             key = keys[r]
             assert key is not None
             state = states[key]
-            if self.budgets is not None and hasattr(state, "set_remaining_tokens"):
+            if self.budgets is not None and not isinstance(state, _Broken):
                 state.set_remaining_tokens(self.budgets[key[0]] - len(key[1]))
-            self._fill_row(r, state, bitmask[i])
+            self._fill_row(key, r, state, bitmask[i])
             if timings is not None:
                 advance = self._advance_seconds.pop(key, 0.0)
                 timings.append(time.perf_counter() - t0 + advance)
@@ -209,10 +179,16 @@ class ConstraintLogitsProcessor(LogitsProcessor):
                 return _Broken(f"token {token} is not allowed by the constraint")
         return state
 
-    def _fill_row(self, r: int, state: SequenceConstraint | _Broken, row: torch.Tensor) -> None:
+    def _fill_row(
+        self,
+        key: tuple[int, tuple[int, ...]],
+        r: int,
+        state: SequenceConstraint | _Broken,
+        row: torch.Tensor,
+    ) -> None:
         eos = [t for t in self.eos_token_ids if t < row.shape[0] * 32]
         if isinstance(state, _Broken):
-            self._error(r, state.message)
+            self._error(key, r, state.message)
             self._set_bits(row, eos, True)
             return
         try:
@@ -224,12 +200,12 @@ class ConstraintLogitsProcessor(LogitsProcessor):
         except Exception as exc:  # as in _resolve: fail this row only
             log.exception("constraint mask failed")
             row.zero_()
-            self._error(r, f"mask failed: {type(exc).__name__}: {exc}")
+            self._error(key, r, f"mask failed: {type(exc).__name__}: {exc}")
             self._set_bits(row, eos, True)
             return
         self._set_bits(row, eos, can_end)
         if not can_end and not bool(row.any()):
-            self._error(r, "dead end: no token can continue the answer")
+            self._error(key, r, "dead end: no token can continue the answer")
             self._set_bits(row, eos, True)
 
     @staticmethod
@@ -240,7 +216,23 @@ class ConstraintLogitsProcessor(LogitsProcessor):
             v = v | (1 << bit) if value else v & ~(1 << bit)
             row[word] = v - (1 << 32) if v >= 1 << 31 else v
 
-    def _error(self, r: int, message: str) -> None:
+    def _error(self, key: tuple[int, tuple[int, ...]], r: int, message: str) -> None:
+        self.sequence_errors.setdefault(key, message)
         if r not in self.errors:
             self.errors[r] = message
             log.warning("constraint error on row %d: %s", r, message)
+
+    def error_of(self, group: int, generated: Sequence[int]) -> str | None:
+        """The constraint error that ended a finished sequence of `group`, if any.
+
+        Beams reorder every step, so row positions say nothing at the end: a sequence is matched
+        by its tokens. A failed state allows only EOS, so a failed sequence is the failing prefix
+        followed by EOS (or cut by the token budget right at that prefix).
+        """
+        tokens = tuple(generated)
+        for end in (len(tokens) - 1, len(tokens)):
+            if end >= 0:
+                message = self.sequence_errors.get((group, tokens[:end]))
+                if message is not None:
+                    return message
+        return None

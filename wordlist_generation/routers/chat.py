@@ -1,4 +1,4 @@
-"""`/v1/chat/completions`, `/v1/wordlists`: thin handlers over `completions`."""
+"""`/v1/chat/completions`, `/v1/wordlists`, `/v1/constraints/preview`: thin handlers over services."""
 
 from __future__ import annotations
 
@@ -6,13 +6,32 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from .. import completions
 from ..deps import StateDep, log_extra
-from ..phonology import parse as parse_constraints
 from ..protocol import ChatCompletion, ChatCompletionRequest, PreviewRequest
+from ..protocol.vocabulary import phonological_spec
+from ..services.chat import build_completion, prepare_chat
+from ..services.limiter import SlotLease
+from ..services.streaming import stream_chat
 
 router = APIRouter(prefix="/v1")
+
+
+class LeasedStreamingResponse(StreamingResponse):
+    """A stream that gives its limiter slot back however the response ends, including when the
+    client leaves before the body is first iterated (then the generator never runs at all)."""
+
+    def __init__(self, content, lease: SlotLease, **kwargs) -> None:  # noqa: ANN001
+        super().__init__(content, **kwargs)
+        self.lease = lease
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # runs the generator's cleanup if it started
+            self.lease.release()  # a no-op once the generation holds the slot
 
 
 @router.get("/wordlists")
@@ -26,15 +45,17 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, state: StateDep
 ) -> ChatCompletion | StreamingResponse:
     extra = log_extra(request)
-    prepared = await completions.prepare_chat(state, body)
+    prepared = await prepare_chat(state, body)
     extra.update(model=prepared.model_id, stream=body.stream, mode=prepared.params.mode)
     if prepared.constraint is not None:
-        extra.update(vocab=f"{body.vocab_lang}:{body.vocab_n_words}")
+        extra.update(vocab=prepared.constraint.spec.label())
     if body.stream:
         assert state.limiter is not None
         await state.limiter.acquire()
-        return StreamingResponse(
-            completions.stream_chat(state, prepared, extra),
+        lease = SlotLease(state.limiter)
+        return LeasedStreamingResponse(
+            stream_chat(state, prepared, extra, lease),
+            lease,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -43,7 +64,7 @@ async def chat_completions(
     if output.cancelled:
         extra.update(outcome="client_disconnected")
     extra.update(completion_tokens=output.completion_tokens, gen_seconds=round(output.seconds, 3))
-    return completions.build_completion(prepared, output)
+    return build_completion(prepared, output)
 
 
 @router.post("/constraints/preview")
@@ -51,7 +72,7 @@ async def preview_constraints(body: PreviewRequest, state: StateDep) -> dict:
     """Survival, domain sizes and top candidate pairs/sets for a constraint list; no generation."""
     state.require_engine()
     assert state.phonology is not None
-    constraints = parse_constraints(body.constraints)
+    spec = phonological_spec(body.constraints, body.vocab_lang, body.vocab_n_words)
     return await asyncio.to_thread(
-        state.phonology.preview, constraints, body.vocab_n_words, body.top_k
+        state.phonology.preview, list(spec.constraints), body.vocab_n_words, body.top_k
     )

@@ -10,15 +10,16 @@ so the decoding-mode rule is implemented (and tested) once:
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .engine.params import SamplingParams
-from .errors import InvalidRequest, UnsupportedParameter
-from .settings import Settings
+from ..constraints.spec import ConstraintSpec
+from ..engine.params import SamplingParams
+from ..errors import InvalidRequest, UnsupportedParameter
+from ..settings import Settings
+from .limits import check_length_penalty, check_max_tokens, check_num_beams
+from .vocabulary import constraint_spec
 
 #: Fields the OpenAI API defines that this server accepts and ignores: they change nothing about
 #: the generated text. Anything else unknown is refused with 400 naming it.
@@ -173,6 +174,12 @@ class ChatCompletionRequest(BaseModel):
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
+    def to_spec(self, *, param_prefix: str = "") -> ConstraintSpec | None:
+        """The vocabulary this request asks for (word list or sounds), or None."""
+        return constraint_spec(
+            self.vocab_lang, self.vocab_n_words, self.constraints, param_prefix=param_prefix
+        )
+
     def to_params(self, settings: Settings) -> SamplingParams:
         """Validate the combination of fields and build the generation parameters."""
         bad = self.unsupported_fields()
@@ -189,12 +196,7 @@ class ChatCompletionRequest(BaseModel):
             )
         max_new = self.max_completion_tokens or self.max_tokens
         param = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
-        if max_new is not None and max_new > settings.ALLOWED_MAX_NEW_TOKENS:
-            raise InvalidRequest(
-                f"{param} is {max_new}, above this server's maximum of "
-                f"{settings.ALLOWED_MAX_NEW_TOKENS}",
-                param=param,
-            )
+        check_max_tokens(settings, max_new, param)
         max_new = max_new or settings.DEFAULT_MAX_NEW_TOKENS
         if self.n > settings.MAX_N:
             raise InvalidRequest(f"n must be at most {settings.MAX_N}", param="n")
@@ -221,21 +223,14 @@ class ChatCompletionRequest(BaseModel):
                         f"{name} only applies when sampling (temperature > 0)", param=name
                     )
             num_beams = self.num_beams or settings.DEFAULT_NUM_BEAMS
-            if num_beams > settings.MAX_NUM_BEAMS:
-                raise InvalidRequest(
-                    f"num_beams must be at most {settings.MAX_NUM_BEAMS}", param="num_beams"
-                )
+            check_num_beams(settings, num_beams)
             if self.n > num_beams:
                 raise InvalidRequest(
                     f"n ({self.n}) cannot exceed num_beams ({num_beams}) without sampling: "
                     "raise num_beams or set temperature > 0",
                     param="n",
                 )
-            if num_beams == 1 and self.length_penalty is not None:
-                raise InvalidRequest(
-                    "length_penalty only applies to beam search (num_beams > 1)",
-                    param="length_penalty",
-                )
+            check_length_penalty(num_beams, self.length_penalty)
         work = self.n * num_beams * max_new
         if work > settings.MAX_WORK_TOKENS:
             raise InvalidRequest(
@@ -260,83 +255,6 @@ class ChatCompletionRequest(BaseModel):
             repetition_penalty=self.repetition_penalty or 1.0,
             length_penalty=self.length_penalty if self.length_penalty is not None else 1.0,
         )
-
-
-# ---------------------------------------------------------------- responses
-
-
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-
-def now() -> int:
-    return int(time.time())
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ResponseMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(BaseModel):
-    index: int
-    message: ResponseMessage
-    finish_reason: str
-    logprobs: None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-    system_fingerprint: str | None = None
-    #: Extension: how the output was constrained and the independent re-check (null if unconstrained).
-    constraint: dict[str, Any] | None = None
-
-
-class Delta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-
-class ChunkChoice(BaseModel):
-    index: int
-    delta: Delta
-    finish_reason: str | None = None
-    logprobs: None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    constraint: dict[str, Any] | None = None
-    #: Extension: a structured progress event (only with stream_options.include_events).
-    event: dict[str, Any] | None = None
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "wordlist-generation"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
 
 
 class PreviewRequest(BaseModel):

@@ -1,4 +1,4 @@
-"""Everything between an async request and the blocking engine: state, limits, threads.
+"""The per-app server state: settings, status, engine, compiler, limiter, in-flight work.
 
 No module-level state: one `ServerState` is created per app by the lifespan and reached through
 `request.app.state.server`.
@@ -10,67 +10,34 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import Overloaded, ServiceUnavailable
-from .settings import Settings
+from ..errors import ServiceUnavailable
+from ..settings import Settings
+from .limiter import GenerationLimiter
 
 if TYPE_CHECKING:
-    from .constraints.backends import ConstraintCompiler
-    from .constraints.wordlist import WordlistRegistry
-    from .engine.generation import Engine
-    from .engine.params import GenerationJob, GenerationOutput
-    from .phonology import PhonologyService
+    from ..constraints.compiler import ConstraintCompiler
+    from ..constraints.phonology import PhonologyHandler
+    from ..constraints.wordlist import WordlistRegistry
+    from ..engine.base import Engine
+    from ..engine.params import GenerationJob, GenerationOutput
 
 log = logging.getLogger(__name__)
-
-
-class GenerationLimiter:
-    """At most `max_concurrency` generations at once; at most `queue_size` waiting; 429 beyond.
-
-    A slot is released when the generation thread really finishes (not when a client leaves), so
-    the count always reflects the work the CPU is doing.
-    """
-
-    def __init__(self, max_concurrency: int, queue_size: int, retry_after_seconds: int = 5) -> None:
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self.max_concurrency = max_concurrency
-        self.queue_size = queue_size
-        self.retry_after_seconds = retry_after_seconds
-        self.waiting = 0
-        self.running = 0
-
-    async def acquire(self) -> None:
-        if self._sem.locked() and self.waiting >= self.queue_size:
-            raise Overloaded(
-                f"the server is busy ({self.running} running, {self.waiting} waiting); retry later",
-                headers={"Retry-After": str(self.retry_after_seconds)},
-            )
-        self.waiting += 1
-        try:
-            await self._sem.acquire()
-        finally:
-            self.waiting -= 1
-        self.running += 1
-
-    def release(self) -> None:
-        self.running -= 1
-        self._sem.release()
 
 
 @dataclass
 class ServerState:
     settings: Settings
+    #: `ready` only once every route of this app works (model, constraints, batch worker).
     status: Literal["loading", "ready", "error"] = "loading"
     error: str | None = None
     engine: Engine | None = None
     registry: WordlistRegistry | None = None
     compiler: ConstraintCompiler | None = None
-    phonology: PhonologyService | None = None
+    phonology: PhonologyHandler | None = None
     limiter: GenerationLimiter | None = None
-    executor: ThreadPoolExecutor | None = None
     started_at: float = field(default_factory=time.time)
     ready_seconds: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -91,38 +58,47 @@ class ServerState:
         is_disconnected: Callable[[], Any] | None = None,
         poll_seconds: float = 0.25,
     ) -> list[GenerationOutput]:
-        """Wait for a slot, generate in a worker thread, cancel if the client leaves."""
-        engine = self.require_engine()
+        """Wait for a slot, generate, cancel if the client leaves."""
+        self.require_engine()
         assert self.limiter is not None
         await self.limiter.acquire()
-        future = self.submit(engine, jobs)
+        future = self.submit(jobs)
         try:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=poll_seconds)
                 if done:
                     return future.result()
                 if is_disconnected is not None and await is_disconnected():
-                    for job in jobs:
-                        job.cancel.set()
+                    self.cancel(jobs)
                     return await future
         except asyncio.CancelledError:  # the server is shutting down under us
-            for job in jobs:
-                job.cancel.set()
+            self.cancel(jobs)
             raise
 
-    def submit(self, engine: Engine, jobs: list[GenerationJob]) -> asyncio.Future[Any]:
-        """Start a generation whose limiter slot was already acquired."""
+    def submit(self, jobs: list[GenerationJob]) -> asyncio.Future[Any]:
+        """Start a generation whose limiter slot was already acquired; the slot is released when
+        the engine has really finished (not when a client leaves), so the count always reflects
+        the work being done."""
         assert self.limiter is not None
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, engine.generate, jobs)
+        limiter = self.limiter
+        try:
+            future = asyncio.ensure_future(self.require_engine().submit(jobs))
+        except BaseException:
+            limiter.release()
+            raise
         self._inflight[future] = jobs
 
         def _done(f: asyncio.Future[Any]) -> None:
             self._inflight.pop(f, None)
-            self.limiter.release()
+            limiter.release()
 
         future.add_done_callback(_done)
         return future
+
+    def cancel(self, jobs: list[GenerationJob]) -> None:
+        if self.engine is not None:
+            for job in jobs:
+                self.engine.cancel(job)
 
     async def drain(self, timeout: float) -> None:
         """Stop what is still generating at shutdown.
@@ -135,8 +111,7 @@ class ServerState:
             return
         log.info("cancelling %d generations still running at shutdown", len(self._inflight))
         for jobs in self._inflight.values():
-            for job in jobs:
-                job.cancel.set()
+            self.cancel(jobs)
         _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
         if pending:
             log.warning("%d generations did not stop within %.0f s", len(pending), timeout)

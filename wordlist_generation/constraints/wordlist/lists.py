@@ -35,6 +35,7 @@ __all__ = [
     "WordlistError",
     "WordlistNotFound",
     "WordlistRegistry",
+    "capitalized",
     "clean_words",
     "default_wordlist_dir",
     "load_wordlist",
@@ -146,6 +147,21 @@ def normalize_word(word: str) -> str | None:
     return core
 
 
+def capitalized(word: str) -> str | None:
+    """The word with its first character upper-cased, or None when that is not a distinct single
+    character (already upper case, no case, or `ß` -> `SS`).
+
+    The one capitalization rule: the grammar allows these forms, the checker accepts them.
+    """
+    if not word:
+        return None
+    first = word[0]
+    upper = first.upper()
+    if len(upper) != 1 or upper == first:
+        return None
+    return upper + word[1:]
+
+
 def clean_words(raw: Iterable[str]) -> list[str]:
     """Normalized words in their original order, invalid ones dropped, duplicates keeping the
     first (most frequent) rank."""
@@ -217,7 +233,7 @@ class Wordlist:
 
 def default_wordlist_dir() -> Path:
     """The repository's `wordlists/` directory, where the shipped lists are."""
-    return Path(__file__).resolve().parents[2] / "wordlists"
+    return Path(__file__).resolve().parents[3] / "wordlists"
 
 
 def _check_lang(lang: str) -> None:

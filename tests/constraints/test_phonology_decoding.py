@@ -1,0 +1,210 @@
+"""Phonological constraints while decoding, without a model: grammar replay through the token
+masks, forks, the bitmask path, text handling, budget steering and declared capabilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from phonology_cases import DZ_FINAL_SHORT, NO_R_NO_L_TWO_S, compiled, load_lexicon, replay
+
+from wordlist_generation.constraints import bitmask
+from wordlist_generation.constraints.phonology import BudgetTooSmall, Lexicon, answer_words
+from wordlist_generation.constraints.phonology.grammar import END_REGEX, LEAD_REGEX, SEP_REGEX
+from wordlist_generation.constraints.separators import separator_regexes
+from wordlist_generation.constraints.tokenizer import TokenizerTables
+
+
+@pytest.fixture(scope="module")
+def lexicon() -> Lexicon:
+    return load_lexicon()
+
+
+@pytest.fixture(scope="module")
+def tables(smollm_tokenizer: Any) -> TokenizerTables:
+    return TokenizerTables(smollm_tokenizer)
+
+
+def test_replay_include_grammar(
+    lexicon: Lexicon, smollm_tokenizer: Any, tables: TokenizerTables
+) -> None:
+    pc = compiled(lexicon, tables, NO_R_NO_L_TWO_S)
+    assert replay(pc, smollm_tokenizer, "So I see the sun.") == (True, True)
+    assert replay(pc, smollm_tokenizer, 'Sun and sea, in the "sky" - so nice!\nYes.') == (
+        True,
+        True,
+    )
+    # compliant words, but only one /s/-initial word: tokens allowed, end blocked
+    assert replay(pc, smollm_tokenizer, "The cat sat on a mat") == (True, False)
+    # the same /s/ word twice does not count twice
+    assert replay(pc, smollm_tokenizer, "so so so") == (True, False)
+    # /ɹ/ and /l/ words are rejected somewhere
+    assert replay(pc, smollm_tokenizer, "The red sun")[0] is False
+    assert replay(pc, smollm_tokenizer, "So I see the light")[0] is False
+    # only bounded separators
+    assert replay(pc, smollm_tokenizer, "So  I see the sun")[0] is False
+
+
+def test_replay_minimal_pair_grammar(
+    lexicon: Lexicon, smollm_tokenizer: Any, tables: TokenizerTables
+) -> None:
+    pc = compiled(lexicon, tables, DZ_FINAL_SHORT)
+    assert replay(pc, smollm_tokenizer, "The cat has had a nap.") == (True, True)
+    assert replay(pc, smollm_tokenizer, "She said it, and he says it") == (
+        True,
+        True,
+    )  # another kept pair
+    assert replay(pc, smollm_tokenizer, "It hasn't had it, but it has.") == (
+        True,
+        True,
+    )  # prefix of a class word
+    assert replay(pc, smollm_tokenizer, "The cat had a nap.") == (True, False)
+    assert replay(pc, smollm_tokenizer, "The elephant has had a nap.")[0] is False  # 3 syllables
+
+
+def test_replay_without_required_words(
+    lexicon: Lexicon, smollm_tokenizer: Any, tables: TokenizerTables
+) -> None:
+    pc = compiled(lexicon, tables, [{"type": "exclude", "phonemes": ["z"]}])
+    assert replay(pc, smollm_tokenizer, "The cat sat on a mat.") == (True, True)
+    assert replay(pc, smollm_tokenizer, "The cat is here")[0] is False
+    assert pc.min_tokens_to_satisfy() == 0
+
+
+def test_separators_are_the_shared_rule(
+    lexicon: Lexicon, smollm_tokenizer: Any, tables: TokenizerTables
+) -> None:
+    assert (SEP_REGEX, LEAD_REGEX, END_REGEX) == (
+        separator_regexes().gap_lark,
+        separator_regexes().lead_lark,
+        separator_regexes().tail_lark,
+    )
+    pc = compiled(lexicon, tables, NO_R_NO_L_TWO_S)
+    assert replay(pc, smollm_tokenizer, "“So,” I see the sun… Yes!") == (True, True)
+    assert replay(pc, smollm_tokenizer, "(So) I see the sun - yes.\n\nSo.") == (True, True)
+    assert replay(pc, smollm_tokenizer, "So I see the sun!!!!!")[0] is False  # at most 4 closing
+    assert replay(pc, smollm_tokenizer, "So I see the sun\n\n\nYes.")[0] is False
+
+
+def test_bitmask_and_bool_masks_agree(
+    lexicon: Lexicon, smollm_tokenizer: Any, tables: TokenizerTables
+) -> None:
+    pc = compiled(lexicon, tables, DZ_FINAL_SHORT)
+    state = pc.start()
+    for tok in smollm_tokenizer.encode("The cat has had", add_special_tokens=False):
+        row = bitmask.zeros(tables.width)
+        assert state.fill_bitmask(row)
+        allowed = torch.zeros(tables.vocab_size, dtype=torch.bool)
+        state.fill_allowed(allowed)
+        assert torch.equal(bitmask.unpack(row, tables.vocab_size), allowed)
+        assert not allowed[list(tables.special)].any()
+        assert state.advance(tok)
+    assert state.can_end()
+
+
+def test_sequence_fork_is_independent(
+    lexicon: Lexicon, smollm_tokenizer: Any, tables: TokenizerTables
+) -> None:
+    pc = compiled(lexicon, tables, DZ_FINAL_SHORT)
+    s = pc.start()
+    for t in smollm_tokenizer.encode("It has", add_special_tokens=False):
+        assert s.advance(t)
+    f = s.fork()
+    for t in smollm_tokenizer.encode(" had", add_special_tokens=False):
+        assert f.advance(t)
+    assert f.can_end() and not s.can_end()
+
+
+def test_releasable_and_finalize(lexicon: Lexicon, tables: TokenizerTables) -> None:
+    pc = compiled(lexicon, tables, DZ_FINAL_SHORT)
+    assert pc.releasable("The cat hasn") == len("The cat ")
+    assert pc.releasable("The cat has. ") == len("The cat has. ")
+    assert pc.finalize("The cat hasn", complete=False) == "The cat "
+    assert pc.finalize("The cat has", complete=False) == "The cat has"
+    assert pc.finalize("The cat hasn", complete=True) == "The cat hasn"
+    assert answer_words('Don\'t say "Bees"!') == ["don't", "say", "bees"]
+
+
+def test_describe_and_prompt_hint(lexicon: Lexicon, tables: TokenizerTables) -> None:
+    pc = compiled(lexicon, tables, NO_R_NO_L_TWO_S + DZ_FINAL_SHORT)
+    d = pc.describe()
+    assert d["mode"] == "phonological"
+    assert d["vocabulary"]["allowed"] == pc.solution.n_allowed
+    assert [r["type"] for r in d["required"]] == ["include", "contrastive_minpair"]
+    assert d["grammar"]["min_tokens_to_satisfy"] >= 3 and d["compile_ms"] > 0
+    hint = pc.prompt_hint() or ""
+    for w in pc.solution.slots[1].chosen:
+        assert f'"{w}"' in hint
+    assert "/ɹ/" in hint
+
+
+def test_budget_too_small(lexicon: Lexicon, tables: TokenizerTables) -> None:
+    pc = compiled(lexicon, tables, DZ_FINAL_SHORT)
+    need = pc.min_tokens_to_satisfy()
+    assert need == 2  # " had" and " has" are one token each
+    pc.check_budget(need)
+    with pytest.raises(BudgetTooSmall) as exc:
+        pc.check_budget(need - 1)
+    assert exc.value.needed == need
+
+
+def test_steering_fits_required_words_in_a_tight_budget(
+    lexicon: Lexicon, smollm_tokenizer: Any, tables: TokenizerTables
+) -> None:
+    """A stubborn 'model' that always says 'the cat ...' still ends compliant within budget."""
+    pc = compiled(lexicon, tables, NO_R_NO_L_TWO_S + DZ_FINAL_SHORT)
+    preferred = smollm_tokenizer.encode(
+        "The cat sat on a mat and a cat sat on a mat and", add_special_tokens=False
+    )
+    budget = 12
+    state = pc.start()
+    out: list[int] = []
+    for step in range(budget):
+        state.set_remaining_tokens(budget - step)
+        allowed = torch.zeros(len(smollm_tokenizer), dtype=torch.bool)
+        state.fill_allowed(allowed)
+        want = preferred[step % len(preferred)]
+        tok = want if allowed[want] else int(torch.nonzero(allowed)[0])
+        assert state.advance(tok)
+        out.append(tok)
+        if state.can_end():
+            break
+    text = smollm_tokenizer.decode(out)
+    assert state.can_end(), text
+    assert pc.check(text).ok, text
+
+
+def test_last_token_of_the_budget_ends_a_compliant_answer(
+    lexicon: Lexicon, smollm_tokenizer: Any, tables: TokenizerTables
+) -> None:
+    """With one token left and the requirements met, no new word may start: a word cut by
+    max_tokens ("so" -> "sof") would be trimmed and take a required word with it."""
+    pc = compiled(lexicon, tables, NO_R_NO_L_TWO_S)
+    state = pc.start()
+    for tok in smollm_tokenizer.encode("We see some sun so", add_special_tokens=False):
+        assert state.advance(tok)
+    assert state.can_end()
+    state.set_remaining_tokens(2)
+    allowed = torch.zeros(len(smollm_tokenizer), dtype=torch.bool)
+    state.fill_allowed(allowed)
+    assert allowed.any()  # with room left, the answer may go on
+    state.set_remaining_tokens(1)
+    allowed = torch.zeros(len(smollm_tokenizer), dtype=torch.bool)
+    state.fill_allowed(allowed)
+    assert not allowed.any()  # only EOS, which the processor adds when can_end()
+
+
+def test_declared_capabilities(lexicon: Lexicon, tables: TokenizerTables) -> None:
+    soft = [{"type": "bound_boost", "norm": "syllables", "max_value": 1}]
+    pc = compiled(lexicon, tables, DZ_FINAL_SHORT + soft)
+    assert pc.has_soft_constraints
+    assert pc.soft_score("The cat has had a nap.") == 1.0
+    assert pc.check("The cat has had a nap.").details["soft_score"] == 1.0
+    exported = pc.exported_grammar()
+    assert exported.syntax == "lark" and exported.text == pc.grammar
+    assert "initial_lexer_fuel" in exported.tokenizer_note
+    d = pc.describe()
+    assert d["solve_seconds"] == round(pc.solution.solve_seconds, 4)
+    hard = compiled(lexicon, tables, DZ_FINAL_SHORT)
+    assert not hard.has_soft_constraints and hard.soft_score("The cat has had a nap.") == 0.0

@@ -1,0 +1,177 @@
+"""One output row's text, as any engine produces it token by token.
+
+Shared by every engine (transformers, a fake in tests, a remote pool): the token ids become text,
+stop strings end the row (and are never streamed: text that could still become a stop string is
+held back), `max_tokens`, cancellation and end-of-turn tokens end it, a constraint trims a cut
+answer to its last whole word and holds back an unfinished word while streaming.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .params import ChoiceOutput, GenerationJob, GenerationOutput
+
+log = logging.getLogger(__name__)
+
+END_TOKEN_STRINGS = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<end_of_turn>", "</s>")
+
+
+def stop_holdback(text: str, stops: Sequence[str]) -> int:
+    """Length of the prefix of `text` that can never become part of a stop string."""
+    keep = len(text)
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                keep = min(keep, len(text) - k)
+                break
+    while keep > 0 and text[keep - 1] == "\ufffd":  # an incomplete UTF-8 sequence
+        keep -= 1
+    return keep
+
+
+def find_stop(text: str, stops: Sequence[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def end_token_ids(tokenizer: Any, configured: int | Sequence[int] | None = None) -> frozenset[int]:
+    """Every id that ends a turn: the model's configured EOS, the tokenizer's, and the usual
+    end-of-turn tokens of chat templates that the vocabulary has."""
+    ids: set[int] = set()
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[s] for s in END_TOKEN_STRINGS if s in vocab)
+    return frozenset(ids)
+
+
+@dataclass
+class RowState:
+    """One output sequence being generated (a choice of a job; not a beam)."""
+
+    job: GenerationJob
+    choice: int
+    generator: Any = None  # a torch.Generator when sampling
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    sent: int = 0
+    done: bool = False
+    finish_reason: str = "length"
+    logprob_sum: float = 0.0
+    error: str | None = None
+
+    def push(
+        self,
+        token: int,
+        decode: Callable[[Sequence[int]], str],
+        eos_token_ids: Collection[int],
+        error: str | None = None,
+    ) -> None:
+        """Take one generated token: end the row or stream what can be released."""
+        self.tokens.append(token)
+        job, params = self.job, self.job.params
+        if error is not None:
+            self.error = error
+            self.finish("error")
+            return
+        if token in eos_token_ids:
+            self.finish("stop", ended_by_eos=True)
+            return
+        self.text = decode(self.tokens)
+        cut = find_stop(self.text, params.stop)
+        if cut is not None:
+            self.text = self.text[:cut]
+            self.finish("stop")
+            return
+        if job.cancel.is_set():
+            self.finish("cancelled")
+            return
+        if len(self.tokens) >= params.max_new_tokens:
+            self.finish("length")
+            return
+        if job.on_delta is not None:
+            keep = stop_holdback(self.text, params.stop)
+            if job.constraint is not None:
+                keep = min(keep, job.constraint.releasable(self.text[:keep]))
+            if keep > self.sent:
+                job.on_delta(self.choice, self.text[self.sent : keep])
+                self.sent = keep
+
+    def finish(self, reason: str, *, ended_by_eos: bool = False) -> None:
+        """End the row. `text` holds no end token (never decoded into it) and no stop string."""
+        self.done = True
+        self.finish_reason = reason
+        released = self.text[: self.sent]
+        if self.job.constraint is not None:
+            self.text = self.job.constraint.finalize(self.text, complete=ended_by_eos)
+        if self.job.on_delta is not None and not self.job.cancel.is_set():
+            if not self.text.startswith(released):
+                log.warning(
+                    "final text of choice %d no longer starts with what was streamed", self.choice
+                )
+            elif len(self.text) > self.sent:
+                self.job.on_delta(self.choice, self.text[self.sent :])
+            self.sent = len(self.text)
+
+    def output(self) -> ChoiceOutput:
+        return ChoiceOutput(
+            index=self.choice,
+            text=self.text,
+            token_ids=self.tokens,
+            finish_reason=self.finish_reason,
+            error=self.error,
+            score=self.logprob_sum / max(1, len(self.tokens)),
+        )
+
+
+def finished_sequence(
+    job: GenerationJob,
+    index: int,
+    generated: Sequence[int],
+    decode: Callable[[Sequence[int]], str],
+    eos_token_ids: Collection[int],
+    *,
+    score: float | None = None,
+    error: str | None = None,
+) -> ChoiceOutput:
+    """A whole sequence known only at the end (a beam): the same stop, cancel and trimming rules
+    as `RowState`, applied once. `error` is a constraint failure of this sequence."""
+    tokens: list[int] = []
+    ended = False
+    for t in generated:
+        tokens.append(t)
+        if t in eos_token_ids:
+            ended = True
+            break
+    text = decode(tokens[:-1] if ended else tokens)
+    reason = "stop" if ended else "length"
+    cut = find_stop(text, job.params.stop)
+    if cut is not None:
+        text, reason, ended = text[:cut], "stop", False
+    if job.cancel.is_set():
+        reason = "cancelled"
+    if error is not None:
+        reason, ended = "error", False
+    if job.constraint is not None:
+        text = job.constraint.finalize(text, complete=ended)
+    return ChoiceOutput(
+        index=index, text=text, token_ids=tokens, finish_reason=reason, error=error, score=score
+    )
+
+
+def job_output(job: GenerationJob, choices: list[ChoiceOutput]) -> GenerationOutput:
+    return GenerationOutput(
+        choices=choices,
+        prompt_tokens=len(job.prompt_ids),
+        completion_tokens=sum(len(c.token_ids) for c in choices),
+        seconds=0.0,
+        cancelled=job.cancel.is_set(),
+    )

@@ -1,0 +1,106 @@
+"""Per-row token choice shared by every local engine: penalties, sampling with the row's own
+generator (seeds stay reproducible under batching and concurrency), greedy argmax."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import LogitsProcessor
+
+from .params import SamplingParams
+
+if TYPE_CHECKING:
+    from .rows import RowState
+
+
+def needs_penalties(params: Sequence[SamplingParams]) -> bool:
+    return any(
+        p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0 for p in params
+    )
+
+
+def apply_penalties(
+    scores: torch.Tensor, ids: torch.Tensor, prompt_len: int, p: SamplingParams
+) -> None:
+    """Penalize one row's logits in place.
+
+    `ids` is the row's whole sequence (prompt, left-padded to `prompt_len`, then generated tokens).
+    Presence/frequency penalties are OpenAI's: additive, over generated tokens only. The repetition
+    penalty is multiplicative (divide positive logits, multiply negative ones) over prompt and
+    output alike, as in transformers.
+    """
+    if p.presence_penalty or p.frequency_penalty:
+        gen = ids[prompt_len:]
+        if gen.numel():
+            counts = torch.bincount(gen, minlength=scores.shape[0])[: scores.shape[0]]
+            counts = counts.to(scores.dtype)
+            scores -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+    if p.repetition_penalty != 1.0:
+        picked = scores.gather(0, ids)
+        picked = torch.where(
+            picked < 0, picked * p.repetition_penalty, picked / p.repetition_penalty
+        )
+        scores.scatter_(0, ids, picked)
+
+
+def row_seed(seed: int | None, choice: int) -> int:
+    if seed is None:
+        return int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
+    return (seed * 1_000_003 + choice * 7_919) & ((1 << 63) - 1)
+
+
+class PenaltyProcessor(LogitsProcessor):
+    """Presence/frequency penalties (additive, OpenAI semantics, over generated tokens only) and
+    the multiplicative repetition penalty (over prompt and output), each per row."""
+
+    def __init__(self, row_params: Sequence[SamplingParams], prompt_len: int) -> None:
+        self.row_params = row_params
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for r, p in enumerate(self.row_params):
+            apply_penalties(scores[r], input_ids[r], self.prompt_len, p)
+        return scores
+
+
+class Picker(LogitsProcessor):
+    """Chooses each row's next token itself (sampling with the row's own generator, or argmax)
+    and returns a one-hot distribution so that greedy `generate` follows the choice."""
+
+    def __init__(self, rows: Sequence[RowState]) -> None:
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = torch.full_like(scores, -math.inf)
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        for r, row in enumerate(self.rows):
+            if row.done:
+                out[r, 0] = 0.0
+                continue
+            p = row.job.params
+            if p.do_sample:
+                logits = scores[r].float() / p.temperature
+                if p.top_k is not None and p.top_k < logits.numel():
+                    kth = torch.topk(logits, p.top_k).values[-1]
+                    logits = logits.masked_fill(logits < kth, -math.inf)
+                if p.top_p < 1.0:
+                    sorted_logits, idx = torch.sort(logits, descending=True)
+                    cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+                    drop = cum - torch.softmax(sorted_logits, dim=-1) >= p.top_p
+                    logits = logits.scatter(0, idx, sorted_logits.masked_fill(drop, -math.inf))
+                probs = torch.softmax(logits, dim=-1)
+                if not torch.isfinite(probs).all() or probs.sum() <= 0:
+                    token = int(torch.argmax(scores[r]))
+                else:
+                    token = int(torch.multinomial(probs, 1, generator=row.generator))
+            else:
+                token = int(torch.argmax(scores[r]))
+            lp = float(logp[r, token])
+            if math.isfinite(lp):
+                row.logprob_sum += lp
+            out[r, token] = 0.0
+        return out

@@ -1,0 +1,1 @@
+"""Orchestration between the protocol layer and the engine: no HTTP here."""

@@ -1,0 +1,155 @@
+"""Chat completions as a service: request model -> spec + params -> constraint -> engine -> response.
+
+Shared by the chat router (JSON and SSE) and the batch worker, so both build identical responses.
+Everything that can fail before generation starts happens in `prepare_chat`, so those errors are
+plain 4xx JSON; blocking work (compiling, tokenizing) runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from ..engine.params import GenerationJob, GenerationOutput, SamplingParams
+from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from ..protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    ResponseMessage,
+    Usage,
+    completion_id,
+    now,
+)
+from .constraints import ResolvedConstraint, resolve
+from .drafts import choose_drafts, select_drafts
+from .state import ServerState
+
+
+@dataclass
+class PreparedChat:
+    """A validated request, ready to generate."""
+
+    request: ChatCompletionRequest
+    params: SamplingParams
+    prompt_ids: list[int]
+    constraint: ResolvedConstraint | None
+    model_id: str
+    #: Candidates per returned choice (soft constraints pick among drafts).
+    drafts: int = 1
+
+    def job(self, on_delta: Callable[[int, str], None] | None = None) -> GenerationJob:
+        params = self.params
+        if self.drafts > 1:
+            params = replace(params, n=params.n * self.drafts)
+        return GenerationJob(
+            prompt_ids=self.prompt_ids,
+            params=params,
+            constraint=self.constraint.constraint if self.constraint else None,
+            on_delta=on_delta,
+        )
+
+
+def check_model(state: ServerState, name: str, param: str = "model") -> str:
+    engine = state.require_engine()
+    accepted = {engine.model_id, *state.settings.MODEL_ALIASES}
+    if name not in accepted:
+        raise ModelNotFound(
+            f"The model '{name}' does not exist; this server serves '{engine.model_id}'",
+            param=param,
+        )
+    return engine.model_id
+
+
+def build_messages(request: ChatCompletionRequest, hint: str | None) -> list[dict[str, str]]:
+    messages = [{"role": m.template_role(), "content": m.text()} for m in request.messages]
+    if hint:
+        if messages and messages[0]["role"] == "system":
+            messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{hint}"}
+        else:
+            messages.insert(0, {"role": "system", "content": hint})
+    return messages
+
+
+async def prepare_chat(state: ServerState, request: ChatCompletionRequest) -> PreparedChat:
+    """Every check that can fail before generation starts (so errors are plain 4xx JSON)."""
+    settings = state.settings
+    params = request.to_params(settings)
+    model_id = check_model(state, request.model)
+    engine = state.require_engine()
+    spec = request.to_spec()
+    if request.drafts is not None and request.constraints is None:
+        raise InvalidRequest("drafts only applies to phonological constraints", param="drafts")
+    if request.vocab_prompt_hint is not None and spec is None:
+        raise InvalidRequest(
+            "vocab_prompt_hint only applies with vocab_lang/vocab_n_words",
+            param="vocab_prompt_hint",
+        )
+    resolved = await resolve(state, spec, params.max_new_tokens)
+    drafts = 1
+    hint = None
+    if resolved is not None:
+        drafts = choose_drafts(resolved.constraint, params, request.drafts)
+        use_hint = (
+            request.vocab_prompt_hint
+            if request.vocab_prompt_hint is not None
+            else settings.CONSTRAINT_PROMPT_HINT
+        )
+        hint = resolved.constraint.prompt_hint() if use_hint else None
+        if request.repetition_penalty is None:
+            params = replace(params, repetition_penalty=settings.CONSTRAINED_REPETITION_PENALTY)
+        resolved.extra.update(repetition_penalty=params.repetition_penalty, prompt_hint=bool(hint))
+    prompt_ids = await asyncio.to_thread(engine.encode_chat, build_messages(request, hint))
+    if len(prompt_ids) > settings.MAX_INPUT_TOKENS:
+        raise ContextLengthExceeded(
+            f"This model's maximum input length is {settings.MAX_INPUT_TOKENS} tokens; "
+            f"your messages resulted in {len(prompt_ids)} tokens",
+            param="messages",
+        )
+    return PreparedChat(request, params, prompt_ids, resolved, model_id, drafts)
+
+
+def finish_reason(reason: str) -> str:
+    """Our internal reasons mapped to OpenAI's (`cancelled` never reaches a client)."""
+    return {"cancelled": "stop"}.get(reason, reason)
+
+
+def build_completion(
+    prepared: PreparedChat, output: GenerationOutput, response_id: str | None = None
+) -> ChatCompletion:
+    constraint = None
+    resolved = prepared.constraint
+    if resolved is not None:
+        checks = [resolved.constraint.check(c.text) for c in output.choices]
+        drafts = []
+        if prepared.drafts > 1:
+            output, checks, drafts = select_drafts(
+                resolved.constraint, prepared.params.n, output, checks
+            )
+        constraint = resolved.report(checks)
+        errors = [c.error for c in output.choices if c.error]
+        if errors:
+            constraint["errors"] = errors
+        if drafts:
+            constraint["drafts"] = drafts
+    choices = [
+        Choice(
+            index=c.index,
+            message=ResponseMessage(content=c.text),
+            finish_reason=finish_reason(c.finish_reason),
+        )
+        for c in output.choices
+    ]
+    return ChatCompletion(
+        id=response_id or completion_id(),
+        created=now(),
+        model=prepared.model_id,
+        choices=choices,
+        usage=Usage(
+            prompt_tokens=output.prompt_tokens,
+            completion_tokens=output.completion_tokens,
+            total_tokens=output.prompt_tokens + output.completion_tokens,
+        ),
+        constraint=constraint,
+    )
