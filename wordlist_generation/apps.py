@@ -82,7 +82,8 @@ def _load(state: ServerState, engine: Engine | None) -> None:
             engine = HFEngine(
                 loaded,
                 torch_threads=s.TORCH_NUM_THREADS,
-                max_workers=s.GENERATION_MAX_CONCURRENCY,
+                max_rows=s.GENERATION_MAX_CONCURRENCY,
+                prefill_chunk=s.PREFILL_CHUNK_TOKENS,
             )
         state.engine = engine
         from .constraints.compiler import ConstraintCompiler

@@ -91,10 +91,16 @@ class Settings(BaseSettings):
         65_536, ge=1, description="Cap on n x num_beams x max_tokens for one request."
     )
     GENERATION_MAX_CONCURRENCY: int = Field(
-        1, ge=1, description="Generations running at once in one process."
+        16,
+        ge=1,
+        description="Rows (sequences: n x drafts per request, beams for beam search) decoded "
+        "together in one process.",
     )
     GENERATION_QUEUE_SIZE: int = Field(
-        16, ge=0, description="Requests that may wait for a slot; beyond that 429."
+        32, ge=0, description="Requests that may wait for rows; beyond that 429."
+    )
+    PREFILL_CHUNK_TOKENS: int = Field(
+        128, ge=1, description="Prompt tokens read per step while other rows are decoding."
     )
     STREAM_KEEPALIVE_SECONDS: float = Field(
         5.0, gt=0, description="SSE comment interval while nothing can be sent (beam search)."

@@ -141,22 +141,24 @@ class Worker:
                 yield group[start : start + size]
 
     async def _generate(self, gen_jobs: list[GenerationJob]) -> list[GenerationOutput]:
-        """One engine `submit`, holding a limiter slot.
+        """One engine `submit`, holding the chunk's rows in the limiter.
 
-        The limiter is shared with chat when both run in one process; its 429 is for HTTP clients,
-        so the worker waits for a slot instead. Shielded: a shutdown abandons the batch by
+        The limiter (and the scheduler behind it) is shared with chat when both run in one
+        process, so a chunk is a share of the running batch; its 429 is for HTTP clients, so the
+        worker waits for rows instead. Shielded: a shutdown abandons the batch by
         cancelling its rows, and the slot is released only when the engine has really finished.
         """
         assert self.state.limiter is not None
         self._inflight = gen_jobs  # from here on, a cancel request reaches these jobs
+        rows = sum(job.params.rows for job in gen_jobs)
         try:
             while True:
                 try:
-                    await self.state.limiter.acquire()
+                    rows = await self.state.limiter.acquire(rows)
                     break
                 except Overloaded:
                     await asyncio.sleep(0.2)
-            future = self.state.submit(gen_jobs)
+            future = self.state.submit(gen_jobs, rows)
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:

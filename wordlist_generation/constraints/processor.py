@@ -22,7 +22,38 @@ from .bitmask import apply_bitmask, pack_bool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConstraintLogitsProcessor"]
+__all__ = ["ConstraintLogitsProcessor", "fill_mask", "set_bits"]
+
+
+def set_bits(row: torch.Tensor, tokens: Sequence[int], value: bool) -> None:
+    for t in tokens:
+        word, bit = divmod(t, 32)
+        v = int(row[word]) & 0xFFFFFFFF
+        v = v | (1 << bit) if value else v & ~(1 << bit)
+        row[word] = v - (1 << 32) if v >= 1 << 31 else v
+
+
+def fill_mask(state: SequenceConstraint, row: torch.Tensor, eos_token_ids: Sequence[int]) -> str | None:
+    """Fill the int32 bitmask `row` (zeroed) with what `state` allows next, end tokens included
+    exactly when the state can end. Returns the reason when the row cannot go on (a dead end or a
+    failing backend); the row then allows only the end tokens, so that it finishes."""
+    eos = [t for t in eos_token_ids if t < row.shape[0] * 32]
+    try:
+        if not state.fill_bitmask(row):
+            allowed = torch.zeros(row.shape[0] * 32, dtype=torch.bool)
+            state.fill_allowed(allowed)
+            pack_bool(allowed, row)
+        can_end = state.can_end()
+    except Exception as exc:  # a backend bug must fail this row only
+        log.exception("constraint mask failed")
+        row.zero_()
+        set_bits(row, eos, True)
+        return f"mask failed: {type(exc).__name__}: {exc}"
+    set_bits(row, eos, can_end)
+    if not can_end and not bool(row.any()):
+        set_bits(row, eos, True)
+        return "dead end: no token can continue the answer"
+    return None
 
 
 class _Broken:
@@ -186,35 +217,14 @@ class ConstraintLogitsProcessor(LogitsProcessor):
         state: SequenceConstraint | _Broken,
         row: torch.Tensor,
     ) -> None:
-        eos = [t for t in self.eos_token_ids if t < row.shape[0] * 32]
         if isinstance(state, _Broken):
+            eos = [t for t in self.eos_token_ids if t < row.shape[0] * 32]
             self._error(key, r, state.message)
-            self._set_bits(row, eos, True)
+            set_bits(row, eos, True)
             return
-        try:
-            if not state.fill_bitmask(row):
-                allowed = torch.zeros(row.shape[0] * 32, dtype=torch.bool)
-                state.fill_allowed(allowed)
-                pack_bool(allowed, row)
-            can_end = state.can_end()
-        except Exception as exc:  # as in _resolve: fail this row only
-            log.exception("constraint mask failed")
-            row.zero_()
-            self._error(key, r, f"mask failed: {type(exc).__name__}: {exc}")
-            self._set_bits(row, eos, True)
-            return
-        self._set_bits(row, eos, can_end)
-        if not can_end and not bool(row.any()):
-            self._error(key, r, "dead end: no token can continue the answer")
-            self._set_bits(row, eos, True)
-
-    @staticmethod
-    def _set_bits(row: torch.Tensor, tokens: Sequence[int], value: bool) -> None:
-        for t in tokens:
-            word, bit = divmod(t, 32)
-            v = int(row[word]) & 0xFFFFFFFF
-            v = v | (1 << bit) if value else v & ~(1 << bit)
-            row[word] = v - (1 << 32) if v >= 1 << 31 else v
+        error = fill_mask(state, row, self.eos_token_ids)
+        if error is not None:
+            self._error(key, r, error)
 
     def _error(self, key: tuple[int, tuple[int, ...]], r: int, message: str) -> None:
         self.sequence_errors.setdefault(key, message)

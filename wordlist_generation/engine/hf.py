@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -36,6 +35,7 @@ from .loader import LoadedModel
 from .params import GenerationJob, GenerationOutput
 from .rows import RowState, end_token_ids, finished_sequence, job_output
 from .sampling import PenaltyProcessor, Picker, needs_penalties, row_seed
+from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,15 @@ class _CancelAll(StoppingCriteria):
 
 class HFEngine(Engine):
     """Owns the model and tokenizer; `generate` is blocking and thread-safe for inference;
-    `submit` runs it in the engine's own thread pool (`max_workers` generations at once)."""
+    `submit` hands rows to the continuous-batching `Scheduler` (`max_rows` decoded together)."""
 
     def __init__(
-        self, loaded: LoadedModel, *, torch_threads: int = 0, max_workers: int = 1
+        self,
+        loaded: LoadedModel,
+        *,
+        torch_threads: int = 0,
+        max_rows: int = 16,
+        prefill_chunk: int = 128,
     ) -> None:
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
@@ -103,7 +108,14 @@ class HFEngine(Engine):
             if self.tokenizer.pad_token_id is not None
             else min(self.eos_token_ids)
         )
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="generate")
+        self.scheduler = Scheduler(
+            self.model,
+            decode=self.decode,
+            eos_token_ids=self.eos_token_ids,
+            run_beams=self.generate,
+            max_rows=max_rows,
+            prefill_chunk=prefill_chunk,
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -115,10 +127,23 @@ class HFEngine(Engine):
         }
 
     def submit(self, jobs: Sequence[GenerationJob]) -> Awaitable[list[GenerationOutput]]:
-        return asyncio.get_running_loop().run_in_executor(self._executor, self.generate, jobs)
+        """Rows join the scheduler's running batch at its next step (beam jobs run as a group)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[GenerationOutput]] = loop.create_future()
+
+        def settle(result: list[GenerationOutput] | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.scheduler.submit(jobs, lambda result: loop.call_soon_threadsafe(settle, result))
+        return future
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.scheduler.close()
 
     # ------------------------------------------------------------------ text
 

@@ -33,6 +33,11 @@ class SamplingParams:
             return "sample"
         return "beam" if self.num_beams > 1 else "greedy"
 
+    @property
+    def rows(self) -> int:
+        """Sequences decoded together for this request (admission counts these)."""
+        return self.num_beams if self.mode == "beam" else self.n
+
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one batched forward pass."""
         if self.mode == "beam":

@@ -67,9 +67,31 @@ class PenaltyProcessor(LogitsProcessor):
         return scores
 
 
+def pick_token(
+    scores: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+) -> int:
+    """One row's next token from its processed logits: sampled with the row's own generator
+    (temperature, top-k, top-p), or the argmax."""
+    if not params.do_sample:
+        return int(torch.argmax(scores))
+    logits = scores.float() / params.temperature
+    if params.top_k is not None and params.top_k < logits.numel():
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if params.top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, dim=-1) >= params.top_p
+        logits = logits.scatter(0, idx, sorted_logits.masked_fill(drop, -math.inf))
+    probs = torch.softmax(logits, dim=-1)
+    if not torch.isfinite(probs).all() or probs.sum() <= 0:
+        return int(torch.argmax(scores))
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
 class Picker(LogitsProcessor):
-    """Chooses each row's next token itself (sampling with the row's own generator, or argmax)
-    and returns a one-hot distribution so that greedy `generate` follows the choice."""
+    """Chooses each row's next token itself (`pick_token`) and returns a one-hot distribution so
+    that greedy `generate` follows the choice."""
 
     def __init__(self, rows: Sequence[RowState]) -> None:
         self.rows = rows
@@ -81,24 +103,7 @@ class Picker(LogitsProcessor):
             if row.done:
                 out[r, 0] = 0.0
                 continue
-            p = row.job.params
-            if p.do_sample:
-                logits = scores[r].float() / p.temperature
-                if p.top_k is not None and p.top_k < logits.numel():
-                    kth = torch.topk(logits, p.top_k).values[-1]
-                    logits = logits.masked_fill(logits < kth, -math.inf)
-                if p.top_p < 1.0:
-                    sorted_logits, idx = torch.sort(logits, descending=True)
-                    cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-                    drop = cum - torch.softmax(sorted_logits, dim=-1) >= p.top_p
-                    logits = logits.scatter(0, idx, sorted_logits.masked_fill(drop, -math.inf))
-                probs = torch.softmax(logits, dim=-1)
-                if not torch.isfinite(probs).all() or probs.sum() <= 0:
-                    token = int(torch.argmax(scores[r]))
-                else:
-                    token = int(torch.multinomial(probs, 1, generator=row.generator))
-            else:
-                token = int(torch.argmax(scores[r]))
+            token = pick_token(scores[r], row.job.params, row.generator)
             lp = float(logp[r, token])
             if math.isfinite(lp):
                 row.logprob_sum += lp

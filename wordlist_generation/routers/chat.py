@@ -51,8 +51,7 @@ async def chat_completions(
         extra.update(vocab=prepared.constraint.spec.label())
     if body.stream:
         assert state.limiter is not None
-        await state.limiter.acquire()
-        lease = SlotLease(state.limiter)
+        lease = SlotLease(state.limiter, await state.limiter.acquire(prepared.rows))
         return LeasedStreamingResponse(
             stream_chat(state, prepared, extra, lease),
             lease,

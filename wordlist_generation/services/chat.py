@@ -39,6 +39,11 @@ class PreparedChat:
     #: Candidates per returned choice (soft constraints pick among drafts).
     drafts: int = 1
 
+    @property
+    def rows(self) -> int:
+        """Rows the scheduler decodes for this request (choices x drafts, or beams)."""
+        return replace(self.params, n=self.params.n * self.drafts).rows
+
     def job(self, on_delta: Callable[[int, str], None] | None = None) -> GenerationJob:
         params = self.params
         if self.drafts > 1:

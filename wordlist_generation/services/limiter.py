@@ -1,57 +1,84 @@
-"""Admission: at most N generations at once, at most M waiting, 429 beyond."""
+"""Admission, sized in rows: at most `capacity` rows decoding at once, at most `queue_size`
+requests waiting (first come, first served), 429 beyond.
+
+A request takes as many rows as the scheduler will decode for it (`SamplingParams.rows`: its `n`
+choices, times drafts, or its beams), capped at the capacity so that any request can run alone.
+Rows are given back when the engine has really finished (not when a client leaves), so the count
+always reflects the work the CPU is doing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from ..errors import Overloaded
 
 
 class GenerationLimiter:
-    """At most `max_concurrency` generations at once; at most `queue_size` waiting; 429 beyond.
-
-    A slot is released when the generation thread really finishes (not when a client leaves), so
-    the count always reflects the work the CPU is doing.
-    """
-
-    def __init__(self, max_concurrency: int, queue_size: int, retry_after_seconds: int = 5) -> None:
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self.max_concurrency = max_concurrency
+    def __init__(self, capacity: int, queue_size: int, retry_after_seconds: int = 5) -> None:
+        self.capacity = capacity
         self.queue_size = queue_size
         self.retry_after_seconds = retry_after_seconds
-        self.waiting = 0
+        #: Rows in use.
         self.running = 0
+        self._queue: deque[tuple[int, asyncio.Future[None]]] = deque()
 
-    async def acquire(self) -> None:
-        if self._sem.locked() and self.waiting >= self.queue_size:
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def rows_for(self, rows: int) -> int:
+        return max(1, min(rows, self.capacity))
+
+    async def acquire(self, rows: int = 1) -> int:
+        """Wait for `rows` rows (capped at the capacity); returns how many were taken."""
+        rows = self.rows_for(rows)
+        if not self._queue and self.running + rows <= self.capacity:
+            self.running += rows
+            return rows
+        if len(self._queue) >= self.queue_size:
             raise Overloaded(
-                f"the server is busy ({self.running} running, {self.waiting} waiting); retry later",
+                f"the server is busy ({self.running} rows running, {self.waiting} requests "
+                "waiting); retry later",
                 headers={"Retry-After": str(self.retry_after_seconds)},
             )
-        self.waiting += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (rows, future)
+        self._queue.append(entry)
         try:
-            await self._sem.acquire()
-        finally:
-            self.waiting -= 1
-        self.running += 1
+            await future
+        except asyncio.CancelledError:
+            if entry in self._queue:
+                self._queue.remove(entry)
+            elif future.done() and not future.cancelled():
+                self.release(rows)  # granted just as the waiter left
+            raise
+        return rows
 
-    def release(self) -> None:
-        self.running -= 1
-        self._sem.release()
+    def release(self, rows: int = 1) -> None:
+        self.running -= rows
+        while self._queue and self.running + self._queue[0][0] <= self.capacity:
+            rows_next, future = self._queue.popleft()
+            if future.done():
+                continue
+            self.running += rows_next
+            future.set_result(None)
 
 
 class SlotLease:
-    """A slot acquired for a response that has not started generating yet.
+    """Rows acquired for a response that has not started generating yet.
 
-    A stream acquires its slot before the response starts (so that overload is a plain 429), but
+    A stream acquires its rows before the response starts (so that overload is a plain 429), but
     the generation starts only when the response body is first iterated, which may never happen
-    (the client leaves first). Whoever holds the lease either hands the slot over to a generation
-    (`hand_over`: the engine's completion releases it) or gives it back (`release`); both are
+    (the client leaves first). Whoever holds the lease either hands the rows over to a generation
+    (`hand_over`: the engine's completion releases them) or gives them back (`release`); both are
     idempotent, so calling `release` at the end of the response whatever happened is safe.
     """
 
-    def __init__(self, limiter: GenerationLimiter) -> None:
+    def __init__(self, limiter: GenerationLimiter, rows: int = 1) -> None:
         self._limiter = limiter
+        self.rows = rows
         self._held = True
 
     @property
@@ -64,4 +91,4 @@ class SlotLease:
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._limiter.release()
+            self._limiter.release(self.rows)

@@ -61,8 +61,8 @@ class ServerState:
         """Wait for a slot, generate, cancel if the client leaves."""
         self.require_engine()
         assert self.limiter is not None
-        await self.limiter.acquire()
-        future = self.submit(jobs)
+        rows = await self.limiter.acquire(sum(job.params.rows for job in jobs))
+        future = self.submit(jobs, rows)
         try:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=poll_seconds)
@@ -75,22 +75,22 @@ class ServerState:
             self.cancel(jobs)
             raise
 
-    def submit(self, jobs: list[GenerationJob]) -> asyncio.Future[Any]:
-        """Start a generation whose limiter slot was already acquired; the slot is released when
-        the engine has really finished (not when a client leaves), so the count always reflects
-        the work being done."""
+    def submit(self, jobs: list[GenerationJob], rows: int) -> asyncio.Future[Any]:
+        """Start a generation whose `rows` were already acquired from the limiter; they are
+        released when the engine has really finished (not when a client leaves), so the count
+        always reflects the work being done."""
         assert self.limiter is not None
         limiter = self.limiter
         try:
             future = asyncio.ensure_future(self.require_engine().submit(jobs))
         except BaseException:
-            limiter.release()
+            limiter.release(rows)
             raise
         self._inflight[future] = jobs
 
         def _done(f: asyncio.Future[Any]) -> None:
             self._inflight.pop(f, None)
-            limiter.release()
+            limiter.release(rows)
 
         future.add_done_callback(_done)
         return future

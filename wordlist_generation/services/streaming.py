@@ -84,7 +84,7 @@ async def stream_chat(
         )
 
     try:
-        future = state.submit([job])
+        future = state.submit([job], lease.rows)
     finally:
         lease.hand_over()  # the generation now releases the slot (or submit already did)
     try:

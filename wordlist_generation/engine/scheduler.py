@@ -1,0 +1,388 @@
+"""Continuous batching: rows join the running batch between decoding steps and leave when done.
+
+One thread owns the model. Each loop iteration:
+
+1. takes new submissions (rows of sampling/greedy jobs; beam-search jobs run as their own group,
+   through `run_beams`, between steps);
+2. prefills waiting prompts, at most `prefill_chunk` tokens while other rows are decoding, so a
+   long prompt never stalls running streams for more than one chunk (a job's `n` choices share one
+   prefill);
+3. decodes one token for every running row in one forward pass over a left-padded KV cache;
+4. retires finished rows (their cache rows are dropped, padding columns no row needs are trimmed)
+   and completes the jobs whose rows are all done.
+
+Each row keeps its own constraint state, seeded generator, penalties, stops, `max_tokens` and
+cancellation (`engine.rows` and `engine.sampling`, shared with the transformers engine), so a row
+decodes exactly as it would alone: the other rows only share the forward pass. Admission (how many
+rows at once, the bounded queue, 429) is the limiter's, sized in rows to `max_rows`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from ..constraints.bitmask import apply_bitmask
+from ..constraints.processor import fill_mask
+from .params import GenerationJob, GenerationOutput
+from .rows import RowState, job_output
+from .sampling import apply_penalties, needs_penalties, pick_token, row_seed
+
+log = logging.getLogger(__name__)
+
+Done = Callable[[list[GenerationOutput] | BaseException], None]
+
+
+@dataclass
+class _Entry:
+    """One `submit` call: its jobs complete together."""
+
+    jobs: list[GenerationJob]
+    done: Done
+    started: float = field(default_factory=time.perf_counter)
+    outputs: list[GenerationOutput | None] = field(default_factory=list)
+    remaining: int = 0
+
+    def finish_job(self, index: int, output: GenerationOutput) -> None:
+        output.seconds = time.perf_counter() - self.started
+        self.outputs[index] = output
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done([o for o in self.outputs if o is not None])
+
+
+@dataclass
+class _Group:
+    """The rows (choices) of one job; the job completes when all of them are done."""
+
+    entry: _Entry
+    job_index: int
+    seqs: list[_Seq] = field(default_factory=list)
+    completed: bool = False
+
+    def complete_if_done(self) -> None:
+        if not self.completed and all(s.row.done for s in self.seqs):
+            self.completed = True
+            job = self.entry.jobs[self.job_index]
+            self.entry.finish_job(self.job_index, job_output(job, [s.row.output() for s in self.seqs]))
+
+
+@dataclass
+class _Seq:
+    """A running row: its text state, constraint state and place in the KV cache."""
+
+    row: RowState
+    group: _Group
+    prompt_len: int
+    constraint: Any  # SequenceConstraint | None
+    ids: list[int]  # prompt + generated tokens (penalties look at both)
+    length: int = 0  # real tokens in the cache
+    last: int = 0  # the token to feed at the next step
+
+
+@dataclass
+class _Prefill:
+    """A job whose prompt is being read into its own cache."""
+
+    entry: _Entry
+    job_index: int
+    ids: torch.Tensor  # [1, L]
+    cache: DynamicCache
+    pos: int = 0
+    logits: torch.Tensor | None = None
+
+    @property
+    def job(self) -> GenerationJob:
+        return self.entry.jobs[self.job_index]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        decode: Callable[[Sequence[int]], str],
+        eos_token_ids: frozenset[int],
+        run_beams: Callable[[list[GenerationJob]], list[GenerationOutput]],
+        max_rows: int = 16,
+        prefill_chunk: int = 128,
+    ) -> None:
+        self.model = model
+        self.decode = decode
+        self.eos_token_ids = eos_token_ids
+        self.eos = min(eos_token_ids)
+        self.run_beams = run_beams
+        self.max_rows = max_rows
+        self.prefill_chunk = prefill_chunk
+        self.device = next(model.parameters()).device
+        self._inbox: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
+        self._beams: deque[_Entry] = deque()
+        self._prefills: deque[_Prefill] = deque()
+        self._seqs: list[_Seq] = []
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None  # [rows, columns] of 0/1
+        self._stopping = False
+        #: Decoding steps run and rows decoded (diagnostics, benchmarks).
+        self.steps = 0
+        self.row_steps = 0
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    # ----------------------------------------------------------------------------- interface
+
+    def submit(self, jobs: Sequence[GenerationJob], done: Done) -> None:
+        """Queue `jobs`; `done` is called from the scheduler thread with their outputs (in order)
+        or with the exception that failed them."""
+        if self._stopping:
+            raise RuntimeError("the scheduler is stopped")
+        entry = _Entry(list(jobs), done, outputs=[None] * len(jobs), remaining=len(jobs))
+        if not jobs:
+            done([])
+            return
+        self._inbox.put(entry)
+
+    @property
+    def running_rows(self) -> int:
+        return len(self._seqs)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        self._inbox.put(None)
+        self._thread.join(timeout)
+
+    # ---------------------------------------------------------------------------------- loop
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self._stopping:
+                self._take(block=not (self._seqs or self._prefills or self._beams))
+                try:
+                    self._iterate()
+                except Exception as exc:  # fail what was in flight, keep serving
+                    log.exception("decoding step failed")
+                    self._fail_all(exc)
+        self._fail_all(RuntimeError("the server is shutting down"))
+
+    def _take(self, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while item is not None:
+            self._accept(item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _accept(self, entry: _Entry) -> None:
+        if entry.jobs[0].params.mode == "beam":
+            self._beams.append(entry)
+            return
+        for i, job in enumerate(entry.jobs):
+            ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
+            cache = DynamicCache(config=self.model.config)
+            self._prefills.append(_Prefill(entry, i, ids, cache))
+
+    def _iterate(self) -> None:
+        if self._beams:
+            entry = self._beams.popleft()
+            try:
+                outputs = self.run_beams(entry.jobs)
+            except Exception as exc:
+                log.exception("beam search failed")
+                entry.done(exc)
+            else:
+                for i, out in enumerate(outputs):
+                    entry.finish_job(i, out)
+        self._prefill(self.prefill_chunk if self._seqs else 1 << 30)
+        if self._seqs:
+            self._decode_step()
+
+    # ------------------------------------------------------------------------------- prefill
+
+    def _prefill(self, budget: int) -> None:
+        while budget > 0 and self._prefills:
+            p = self._prefills[0]
+            job = p.job
+            if job.cancel.is_set():
+                self._prefills.popleft()
+                rows = [RowState(job=job, choice=c) for c in range(job.params.n)]
+                for row in rows:
+                    row.finish("cancelled")
+                p.entry.finish_job(p.job_index, job_output(job, [r.output() for r in rows]))
+                continue
+            if self._seqs and len(self._seqs) + job.params.n > self.max_rows:
+                return  # wait for rows to leave
+            total = p.ids.shape[1]
+            take = min(budget, total - p.pos)
+            chunk = p.ids[:, p.pos : p.pos + take]
+            positions = torch.arange(p.pos, p.pos + take, device=self.device).unsqueeze(0)
+            out = self.model(
+                input_ids=chunk,
+                attention_mask=torch.ones((1, p.pos + take), dtype=torch.long, device=self.device),
+                position_ids=positions,
+                cache=p.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            p.pos += take
+            budget -= take
+            if p.pos == total:
+                self._prefills.popleft()
+                self._start_rows(p, out.logits[0, -1].float())
+
+    def _start_rows(self, p: _Prefill, logits: torch.Tensor) -> None:
+        """The job's prompt is read: pick each choice's first token, then join the batch."""
+        job = p.job
+        group = _Group(p.entry, p.job_index)
+        seqs = group.seqs
+        for choice in range(job.params.n):
+            generator = None
+            if job.params.do_sample:
+                generator = torch.Generator(device="cpu").manual_seed(
+                    row_seed(job.params.seed, choice)
+                )
+            root = job.constraint.start() if job.constraint is not None else None
+            seq = _Seq(
+                row=RowState(job=job, choice=choice, generator=generator),
+                group=group,
+                prompt_len=len(job.prompt_ids),
+                constraint=root,
+                ids=list(job.prompt_ids),
+                length=len(job.prompt_ids),
+            )
+            self._choose(seq, logits.clone())
+            seqs.append(seq)
+        running = [s for s in seqs if not s.row.done]
+        group.complete_if_done()
+        if running:
+            if len(running) > 1:
+                p.cache.batch_repeat_interleave(len(running))
+            self._join(p.cache, running, p.ids.shape[1])
+
+    def _join(self, cache: DynamicCache, seqs: list[_Seq], length: int) -> None:
+        """Append rows whose caches hold `length` columns to the batch, left-padding whichever
+        side is shorter (padding columns are masked out)."""
+        mask = torch.ones((len(seqs), length), dtype=torch.long, device=self.device)
+        if self._cache is None or self._mask is None:
+            self._cache, self._mask, self._seqs = cache, mask, list(seqs)
+            return
+        width = max(self._mask.shape[1], length)
+        old_pad = width - self._mask.shape[1]
+        new_pad = width - length
+        for old, new in zip(self._cache.layers, cache.layers, strict=True):
+            old.keys = torch.cat([_left_pad(old.keys, old_pad), _left_pad(new.keys, new_pad)])
+            old.values = torch.cat(
+                [_left_pad(old.values, old_pad), _left_pad(new.values, new_pad)]
+            )
+        self._mask = torch.cat(
+            [
+                torch.nn.functional.pad(self._mask, (old_pad, 0)),
+                torch.nn.functional.pad(mask, (new_pad, 0)),
+            ]
+        )
+        self._seqs.extend(seqs)
+
+    # -------------------------------------------------------------------------------- decode
+
+    def _decode_step(self) -> None:
+        assert self._cache is not None and self._mask is not None
+        seqs = self._seqs
+        ids = torch.tensor([[s.last] for s in seqs], dtype=torch.long, device=self.device)
+        positions = torch.tensor([[s.length] for s in seqs], dtype=torch.long, device=self.device)
+        self._mask = torch.nn.functional.pad(self._mask, (0, 1), value=1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=self._mask,
+            position_ids=positions,
+            cache=self._cache,
+            use_cache=True,
+        )
+        logits = out.logits[:, -1, :].float()
+        self.steps += 1
+        self.row_steps += len(seqs)
+        for i, seq in enumerate(seqs):
+            seq.length += 1
+            self._choose(seq, logits[i])
+        self._retire()
+
+    def _choose(self, seq: _Seq, scores: torch.Tensor) -> None:
+        """One row's next token: penalties, the constraint mask, the pick, then the row's text
+        rules (stops, limits, streaming) and the constraint state."""
+        row, params = seq.row, seq.row.job.params
+        if row.job.cancel.is_set():
+            row.finish("cancelled")
+            return
+        if needs_penalties([params]):
+            apply_penalties(scores, torch.tensor(seq.ids), seq.prompt_len, params)
+        if seq.constraint is not None:
+            seq.constraint.set_remaining_tokens(params.max_new_tokens - len(row.tokens))
+            bits = torch.zeros((1, (scores.shape[0] + 31) // 32), dtype=torch.int32)
+            error = fill_mask(seq.constraint, bits[0], sorted(self.eos_token_ids))
+            if error is not None:
+                row.push(self.eos, self.decode, self.eos_token_ids, error=error)
+                return
+            apply_bitmask(scores.unsqueeze(0), bits)
+        token = pick_token(scores, params, row.generator)
+        lp = float(torch.log_softmax(scores, dim=-1)[token])
+        if math.isfinite(lp):
+            row.logprob_sum += lp
+        row.push(token, self.decode, self.eos_token_ids)
+        seq.ids.append(token)
+        seq.last = token
+        if not row.done and seq.constraint is not None and not seq.constraint.advance(token):
+            row.error = f"token {token} is not allowed by the constraint"
+            row.finish("error")
+
+    def _retire(self) -> None:
+        done = [s for s in self._seqs if s.row.done]
+        if not done:
+            return
+        self._complete(done)
+        keep = [i for i, s in enumerate(self._seqs) if not s.row.done]
+        if not keep:
+            self._seqs, self._cache, self._mask = [], None, None
+            return
+        assert self._cache is not None and self._mask is not None
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self._cache.batch_select_indices(index)
+        self._mask = self._mask[index]
+        self._seqs = [self._seqs[i] for i in keep]
+        first = int(self._mask.any(dim=0).nonzero()[0])
+        if first > 0:  # columns only the departed rows used
+            self._mask = self._mask[:, first:]
+            for layer in self._cache.layers:
+                layer.keys = layer.keys[:, :, first:]
+                layer.values = layer.values[:, :, first:]
+
+    def _complete(self, finished: list[_Seq]) -> None:
+        for seq in finished:
+            seq.group.complete_if_done()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        entries = {id(s.group.entry): s.group.entry for s in self._seqs}
+        entries.update({id(p.entry): p.entry for p in self._prefills})
+        entries.update({id(e): e for e in self._beams})
+        self._seqs, self._cache, self._mask = [], None, None
+        self._prefills.clear()
+        self._beams.clear()
+        for entry in entries.values():
+            if entry.remaining > 0:
+                entry.remaining = 0
+                entry.done(exc)
+
+
+def _left_pad(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Pad a [rows, heads, columns, dim] cache tensor with `n` zero columns on the left."""
+    return t if n == 0 else torch.nn.functional.pad(t, (0, 0, n, 0))
