@@ -174,3 +174,36 @@ def test_constrained_and_unconstrained_rows_share_a_batch(engine):
     report = constraint.check(out_bound.choices[0].text)
     assert report.ok, report.violations
     assert want_free != want_bound  # the mask really acted on one row only
+
+
+def test_a_shared_prompt_prefix_is_read_once_and_changes_nothing(engine):
+    from wordlist_generation.engine.scheduler import Scheduler
+
+    plain = Scheduler(
+        engine.model,
+        decode=engine.decode,
+        eos_token_ids=engine.eos_token_ids,
+        run_beams=engine.generate,
+        prefix_cache_size=0,
+    )
+    try:
+        system = {"role": "system", "content": "Answer in short, simple sentences. " * 4}
+        jobs = [
+            GenerationJob(
+                prompt_ids=engine.encode_chat([system, {"role": "user", "content": text}]),
+                params=SamplingParams(max_new_tokens=10),
+            )
+            for text in ("Tell me about cats.", "Tell me about the moon and the stars.")
+        ]
+        hits, reused = engine.scheduler.prefixes.hits, engine.scheduler.prefixes.reused_tokens
+        cached = [run(engine, [job])[0].choices[0].token_ids for job in jobs]
+        assert engine.scheduler.prefixes.hits == hits + 1
+        assert engine.scheduler.prefixes.reused_tokens - reused >= 40  # the system prompt
+        engine.scheduler, saved = plain, engine.scheduler
+        try:
+            fresh = [run(engine, [job])[0].choices[0].token_ids for job in jobs]
+        finally:
+            engine.scheduler = saved
+        assert cached == fresh
+    finally:
+        plain.close()

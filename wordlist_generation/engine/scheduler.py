@@ -6,7 +6,8 @@ One thread owns the model. Each loop iteration:
    through `run_beams`, between steps);
 2. prefills waiting prompts, at most `prefill_chunk` tokens while other rows are decoding, so a
    long prompt never stalls running streams for more than one chunk (a job's `n` choices share one
-   prefill);
+   prefill, and a prompt starts from the cached keys/values of the longest prefix it shares with
+   a recent prompt: `PrefixCache`);
 3. decodes one token for every running row in one forward pass over a left-padded KV cache;
 4. retires finished rows (their cache rows are dropped, padding columns no row needs are trimmed)
    and completes the jobs whose rows are all done.
@@ -24,7 +25,7 @@ import math
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,57 @@ class _Prefill:
         return self.entry.jobs[self.job_index]
 
 
+class PrefixCache:
+    """Keys and values of recently read prompts, reused for the longest shared prefix.
+
+    Chat prompts share long prefixes (the template's system prompt, the vocabulary hint), so a new
+    prompt starts from the cached columns of the longest prefix it shares with a recent one and
+    reads only the rest. Keys and values at a position depend only on the tokens up to it, so
+    the reuse is exact. A small LRU: `size` prompts, each kept whole.
+    """
+
+    def __init__(self, size: int = 16, min_tokens: int = 16) -> None:
+        self.size = size
+        self.min_tokens = min_tokens
+        self._items: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = (
+            OrderedDict()
+        )
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def store(self, tokens: Sequence[int], cache: DynamicCache) -> None:
+        if self.size <= 0 or len(tokens) < self.min_tokens:
+            return
+        key = tuple(tokens)
+        self._items[key] = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def lookup(self, tokens: Sequence[int], config: Any) -> tuple[int, DynamicCache]:
+        """(columns reused, a cache holding them); at most len(tokens) - 1 columns, so that the
+        last prompt token is always read (its logits give the first generated token)."""
+        cache = DynamicCache(config=config)
+        best, best_key = 0, None
+        limit = len(tokens) - 1
+        for key in self._items:
+            n = 0
+            for a, b in zip(key, tokens[:limit], strict=False):
+                if a != b:
+                    break
+                n += 1
+            if n > best:
+                best, best_key = n, key
+        if best_key is None or best < self.min_tokens:
+            return 0, cache
+        self._items.move_to_end(best_key)
+        for i, (k, v) in enumerate(self._items[best_key]):
+            cache.update(k[:, :, :best].clone(), v[:, :, :best].clone(), i)
+        self.hits += 1
+        self.reused_tokens += best
+        return best, cache
+
+
 class Scheduler:
     def __init__(
         self,
@@ -116,8 +168,10 @@ class Scheduler:
         run_beams: Callable[[list[GenerationJob]], list[GenerationOutput]],
         max_rows: int = 16,
         prefill_chunk: int = 128,
+        prefix_cache_size: int = 16,
     ) -> None:
         self.model = model
+        self.prefixes = PrefixCache(prefix_cache_size)
         self.decode = decode
         self.eos_token_ids = eos_token_ids
         self.eos = min(eos_token_ids)
@@ -191,8 +245,8 @@ class Scheduler:
             return
         for i, job in enumerate(entry.jobs):
             ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
-            cache = DynamicCache(config=self.model.config)
-            self._prefills.append(_Prefill(entry, i, ids, cache))
+            reused, cache = self.prefixes.lookup(job.prompt_ids, self.model.config)
+            self._prefills.append(_Prefill(entry, i, ids, cache, pos=reused))
 
     def _iterate(self) -> None:
         if self._beams:
@@ -240,6 +294,7 @@ class Scheduler:
             budget -= take
             if p.pos == total:
                 self._prefills.popleft()
+                self.prefixes.store(job.prompt_ids, p.cache)
                 self._start_rows(p, out.logits[0, -1].float())
 
     def _start_rows(self, p: _Prefill, logits: torch.Tensor) -> None:
