@@ -146,7 +146,7 @@ def main() -> None:
                 for r in d["required"]
             ],
             "grammar_chars": d["grammar"]["chars"],
-            "grammar_bits": d["grammar"]["n_bits"],
+            "grammar_words": d["grammar"]["n_words"],
             "min_tokens_to_satisfy": d["grammar"]["min_tokens_to_satisfy"],
             "solve_ms_median": ms(statistics.median(solve_times)),
             "compile_ms_median": ms(statistics.median(compile_times)),

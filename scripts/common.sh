@@ -34,6 +34,13 @@ print(*(getattr(s, name) for name in sys.argv[1:]))' "$@" ||
         die "could not read the settings (see the error above)"
 }
 
+# Connections: an idle keep-alive connection is closed after 5 s (nginx's upstream pool closes its
+# own after 4 s, so it never reuses one being closed), and one worker holds at most 1024
+# connections and requests at once (beyond, uvicorn answers 503 at once). uvicorn has no timeout
+# for a request whose headers never finish: nginx in front bounds those (nginx/README.md).
+readonly UVICORN_KEEP_ALIVE_SECONDS=5
+readonly UVICORN_MAX_CONNECTIONS=1024
+
 # exec uvicorn for APP on HOST:PORT with WORKERS workers, GRACE seconds of graceful shutdown and
 # LOG_LEVEL; further arguments go to uvicorn unchanged. --no-access-log: the app writes its own
 # access line, with any ?token= redacted.
@@ -43,6 +50,8 @@ exec_uvicorn() {
     exec uvicorn "$app" \
         --host "$host" --port "$port" --workers "$workers" \
         --timeout-graceful-shutdown "$grace" \
+        --timeout-keep-alive "$UVICORN_KEEP_ALIVE_SECONDS" \
+        --limit-concurrency "$UVICORN_MAX_CONNECTIONS" \
         --log-level "${log_level,,}" --no-access-log \
         "$@"
 }

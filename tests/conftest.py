@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from server_process import tiny_env
 
 from wordlist_generation.engine.loader import (
     build_tiny_model,
@@ -40,24 +41,6 @@ def server_logs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("server-logs")
 
 
-def _tiny_env(tiny_model_dir: Path, tmp: Path) -> dict[str, str]:
-    return {
-        "MODEL_NAME": str(tiny_model_dir),
-        "SERVED_MODEL_ID": "tiny-test",
-        "MODEL_ALIASES": "tiny-alias",
-        "DEFAULT_NUM_BEAMS": "2",
-        "DEFAULT_MAX_NEW_TOKENS": "16",
-        "ALLOWED_MAX_NEW_TOKENS": "4096",
-        "MAX_INPUT_TOKENS": "512",
-        "GENERATION_MAX_CONCURRENCY": "1",
-        "GENERATION_QUEUE_SIZE": "2",
-        "MAX_REQUEST_BYTES": "65536",
-        "STREAM_KEEPALIVE_SECONDS": "0.5",
-        "BATCH_JOB_DIR": str(tmp / "jobs"),
-        "BATCH_JOB_TEMP_DIR": str(tmp / "uploads"),
-    }
-
-
 @pytest.fixture(scope="session")
 def tiny_server(tiny_model_dir: Path, tmp_path_factory, server_logs: Path):
     """The unified app (chat + batch) on the tiny random model, started once per session."""
@@ -65,7 +48,44 @@ def tiny_server(tiny_model_dir: Path, tmp_path_factory, server_logs: Path):
 
     tmp = tmp_path_factory.mktemp("tiny-server")
     server = ServerProcess(
-        "wordlist_generation.main:app", _tiny_env(tiny_model_dir, tmp), server_logs / "tiny.log"
+        "wordlist_generation.main:app", tiny_env(tiny_model_dir, tmp), server_logs / "tiny.log"
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def reliability_server(tiny_model_dir: Path, tmp_path_factory, server_logs: Path):
+    """tests/reliability/'s own server: the unified app on the tiny model, with a random secret and
+    a log file of its own (the log checks read only what that suite sent), more rows and a longer
+    queue than `tiny_server` (the load test), small batch limits."""
+    import secrets
+
+    from server_process import ServerProcess
+
+    tmp = tmp_path_factory.mktemp("reliability-server")
+    env = {
+        "MODEL_NAME": str(tiny_model_dir),
+        "SERVED_MODEL_ID": "tiny-test",
+        "DEFAULT_NUM_BEAMS": "1",
+        "DEFAULT_MAX_NEW_TOKENS": "8",
+        "MAX_NUM_BEAMS": "2",
+        "MAX_N": "2",
+        "MAX_INPUT_TOKENS": "512",
+        "GENERATION_MAX_CONCURRENCY": "8",
+        "GENERATION_QUEUE_SIZE": "16",
+        "MAX_REQUEST_BYTES": "65536",
+        "BATCH_MAX_UPLOAD_BYTES": "65536",
+        "BATCH_MAX_ITEMS": "8",
+        "STREAM_KEEPALIVE_SECONDS": "0.5",
+        "BATCH_JOB_DIR": str(tmp / "jobs"),
+        "BATCH_JOB_TEMP_DIR": str(tmp / "uploads"),
+    }
+    server = ServerProcess(
+        "wordlist_generation.main:app",
+        env,
+        server_logs / "reliability.log",
+        token=f"rel-{secrets.token_hex(12)}",
     ).start()
     yield server
     server.stop()

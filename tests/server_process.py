@@ -123,3 +123,21 @@ class ServerProcess:
             timeout=120,
             **kwargs,
         )
+
+
+def tiny_env(tiny_model_dir: Path, tmp: Path) -> dict[str, str]:
+    return {
+        "MODEL_NAME": str(tiny_model_dir),
+        "SERVED_MODEL_ID": "tiny-test",
+        "MODEL_ALIASES": "tiny-alias",
+        "DEFAULT_NUM_BEAMS": "2",
+        "DEFAULT_MAX_NEW_TOKENS": "16",
+        "ALLOWED_MAX_NEW_TOKENS": "4096",
+        "MAX_INPUT_TOKENS": "512",
+        "GENERATION_MAX_CONCURRENCY": "1",
+        "GENERATION_QUEUE_SIZE": "2",
+        "MAX_REQUEST_BYTES": "65536",
+        "STREAM_KEEPALIVE_SECONDS": "0.5",
+        "BATCH_JOB_DIR": str(tmp / "jobs"),
+        "BATCH_JOB_TEMP_DIR": str(tmp / "uploads"),
+    }

@@ -125,6 +125,26 @@ def test_each_type_alone(tiny_server) -> None:
     assert words and all(len(w) <= 4 for w in words)
 
 
+def test_long_answer_has_no_dead_end_and_reports_the_planned_words(tiny_server) -> None:
+    """No /ɹ/, no /l/, three words starting with /s/: the request that ended in "dead end" after
+    ~70 tokens when each required word written nested one more grammar rule."""
+    r = ask(
+        tiny_server,
+        [
+            {"type": "exclude", "phonemes": ["r", "l"]},
+            {"type": "include", "phonemes": ["s"], "position": "initial", "min_count": 3},
+        ],
+        max_tokens=200,
+    )
+    info = r.model_extra["constraint"]
+    assert r.choices[0].finish_reason != "error" and "errors" not in info, info.get("errors")
+    assert info["compliant"] is True and info["prompt_hint"] is True
+    chosen = info["target_words"]["chosen"]
+    assert chosen == info["required_words"] and len(chosen) == 3
+    s_initial = {w for w in answer_words(r.choices[0].message.content) if prons(w)[0][0] == "S"}
+    assert len(s_initial) >= 3
+
+
 def test_soft_constraint_picks_among_drafts(tiny_server) -> None:
     r = ask(
         tiny_server,

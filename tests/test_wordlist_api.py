@@ -23,10 +23,10 @@ def server(request, tiny_server, tiny_model_dir, tmp_path_factory, server_logs):
     if request.param == "llguidance":
         yield tiny_server
         return
-    from conftest import _tiny_env
+    from server_process import tiny_env
 
     env = {
-        **_tiny_env(tiny_model_dir, tmp_path_factory.mktemp("lmfe")),
+        **tiny_env(tiny_model_dir, tmp_path_factory.mktemp("lmfe")),
         "CONSTRAINT_BACKEND": "lm-format-enforcer",
     }
     proc = ServerProcess(

@@ -170,6 +170,15 @@ def test_explain_names_the_bad_field(client: TestClient, body: dict, param: str)
     assert r.json()["error"]["param"] == param
 
 
+def test_explain_refuses_lone_surrogates_like_every_body(client: TestClient) -> None:
+    body = b'{"words": ["hola\\ud800"], "vocab_lang": "es", "vocab_n_words": 10}'
+    r = client.post(
+        "/v1/words/explain", headers={**AUTH, "Content-Type": "application/json"}, content=body
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "words.0"
+
+
 def test_explain_bodies_are_bounded(client: TestClient) -> None:
     too_many = {"words": ["hola"] * 1025, "vocab_lang": "es", "vocab_n_words": 10}
     assert error(client, 400, too_many)["param"] == "words"

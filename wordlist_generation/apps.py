@@ -21,9 +21,10 @@ from fastapi.responses import JSONResponse
 from . import __version__
 from .auth import TokenAuthMiddleware
 from .engine.base import Engine
-from .http_errors import install_error_handlers
-from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, redact_query
-from .services.limiter import GenerationLimiter
+from .http_errors import SafeJSONResponse, install_error_handlers
+from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, redact_target
+from .openapi import install_openapi
+from .services.limiter import GenerationLimiter, WorkGate
 from .services.state import ServerState
 from .settings import Settings
 
@@ -33,12 +34,13 @@ StartupHook = Callable[[FastAPI, ServerState], Any]
 
 
 class _RedactTokens(logging.Filter):
-    """uvicorn's own access log prints raw URLs; a `?token=` there must never reach a log."""
+    """uvicorn's own access log prints raw URLs; a secret in a query string (`?token=`, in any
+    spelling: see `redact_query`) must never reach a log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                redact_query(a) if isinstance(a, str) and "token=" in a else a for a in record.args
+                redact_target(a) if isinstance(a, str) and "?" in a else a for a in record.args
             )
         return True
 
@@ -101,7 +103,9 @@ def _load(state: ServerState, engine: Engine | None) -> None:
             cache_dir=s.LEXICON_CACHE_DIR or (s.MODEL_CACHE_DIR or default_cache_dir()) / "lexicon",
             backend=s.CONSTRAINT_BACKEND,
         )
-        state.compiler = ConstraintCompiler(s.CONSTRAINT_CACHE_SIZE)
+        state.compiler = ConstraintCompiler(
+            s.CONSTRAINT_CACHE_SIZE, max_bytes=s.CONSTRAINT_CACHE_MB * (1 << 20)
+        )
         state.compiler.register(WordlistSpec, wordlists)
         state.compiler.register(PhonologicalSpec, state.phonology)
         wordlists.warmup()
@@ -141,6 +145,7 @@ def create_app(
         state.limiter = GenerationLimiter(
             settings.GENERATION_MAX_CONCURRENCY, settings.GENERATION_QUEUE_SIZE
         )
+        state.gate = WorkGate(settings.COMPILE_MAX_CONCURRENCY, settings.COMPILE_QUEUE_SIZE)
         hooks: list[StartupHook] = []
         if batch:
             from .batch import start_batch_worker
@@ -176,7 +181,12 @@ def create_app(
             if state.engine is not None:
                 state.engine.close()
 
-    app = FastAPI(title=title, version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
+    )
     app.state.server = ServerState(settings=settings)
     install_error_handlers(app)
 
@@ -221,9 +231,11 @@ def create_app(
         BodySizeLimitMiddleware,
         max_bytes=settings.BATCH_MAX_UPLOAD_BYTES + 65_536,
         prefixes=("/v1/batch", "/v1/files"),
+        param="file",
     )
     app.add_middleware(TokenAuthMiddleware, secret_token=settings.SECRET_TOKEN.get_secret_value())
     app.add_middleware(RequestContextMiddleware)
+    install_openapi(app)
     return app
 
 

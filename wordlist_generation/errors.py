@@ -34,13 +34,19 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {
-            "message": self.message,
+            "message": printable(self.message),
             "type": self.error_type,
-            "param": self.param,
+            "param": None if self.param is None else printable(self.param),
             "code": self.code,
         }
         err.update(self.extra)
         return {"error": err}
+
+
+def printable(text: str) -> str:
+    """`text` with any lone surrogate written as its escape (`\\ud800`): a message or a field
+    name that quotes a client's invalid string must still encode as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class InvalidRequest(ApiError):

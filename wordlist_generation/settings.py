@@ -112,6 +112,18 @@ class Settings(BaseSettings):
     )
     CONSTRAINT_BACKEND: Literal["llguidance", "lm-format-enforcer"] = Field("llguidance")
     CONSTRAINT_CACHE_SIZE: int = Field(32, ge=1, description="Compiled constraints kept (LRU).")
+    CONSTRAINT_CACHE_MB: int = Field(
+        1024,
+        ge=1,
+        description="Private memory the cached constraints may hold, in MiB (LRU, with "
+        "CONSTRAINT_CACHE_SIZE); a 50,000-word list weighs about 150 MiB.",
+    )
+    COMPILE_MAX_CONCURRENCY: int = Field(
+        2, ge=1, description="Constraint compilations and previews running at once."
+    )
+    COMPILE_QUEUE_SIZE: int = Field(
+        8, ge=0, description="Compilations and previews that may wait for a turn; beyond that 429."
+    )
     CONSTRAINT_PROMPT_HINT: bool = Field(
         True, description="Tell the model about the vocabulary restriction in a system message."
     )

@@ -53,3 +53,20 @@ def test_least_recently_used_is_evicted() -> None:
     assert len(cache) == 2
     assert cache.get_or_compute(1, lambda: -1) == (1, True)
     assert cache.get_or_compute(2, lambda: -2) == (-2, False)
+
+
+def test_the_byte_bound_evicts_the_least_recently_used() -> None:
+    cache: SingleFlightLRU[str, int] = SingleFlightLRU(10, max_bytes=100)
+
+    def weigh(value: int) -> int:
+        return value
+
+    cache.get_or_compute("a", lambda: 40, weigh)
+    cache.get_or_compute("b", lambda: 40, weigh)
+    cache.get_or_compute("a", lambda: -1, weigh)  # a is now the most recent
+    cache.get_or_compute("c", lambda: 50, weigh)  # 130 > 100: b leaves
+    assert cache.bytes == 90 and len(cache) == 2
+    assert cache.get("b") is None and cache.get("a") == 40
+    # Heavier than the whole budget: handed out, never kept, nothing else evicted.
+    assert cache.get_or_compute("huge", lambda: 500, weigh) == (500, False)
+    assert cache.get("huge") is None and cache.bytes == 90

@@ -15,16 +15,15 @@ from wordlist_generation import errors
 from wordlist_generation.constraints import base
 from wordlist_generation.constraints.phonology import (
     BudgetTooSmall,
-    GrammarPlan,
-    GrammarTooLarge,
     Lexicon,
+    Requirements,
     UnsatisfiableConstraint,
     UnsupportedBackend,
     cache_key,
     check_text,
-    compile_grammar,
     expand_exclusion,
     inventory_description,
+    lark_grammar,
     parse_constraints,
     preview,
     require_llguidance,
@@ -487,24 +486,43 @@ def test_cache_key(lexicon: Lexicon) -> None:
 # ----------------------------------------------------------------------------- grammar
 
 
-def test_grammar_plan_bits(lexicon: Lexicon) -> None:
+def test_grammar_is_the_vocabulary_only(lexicon: Lexicon) -> None:
+    """One flat repetition of allowed words: no rule parameters, whatever the requirements."""
     sol = solve(lexicon, parse_constraints(NO_R_NO_L_TWO_S + DZ_FINAL_SHORT[:1]), top_k=3)
-    plan = GrammarPlan.build(sol)
-    assert plan.n_bits == 2 + len({w for c in sol.slots[1].candidates for w in c.words})
-    classes = [set(ws) for _, ws in plan.classes]
-    assert all(a.isdisjoint(b) for i, a in enumerate(classes) for b in classes[i + 1 :])
-    assert set(plan.free_words).isdisjoint(plan.signature)
-    assert len(plan.free_words) + sum(len(c) for c in classes) == sol.n_allowed
-    g0, g1 = plan.requirements[0].groups
-    assert set(g0).isdisjoint(g1)  # the two include words are distinct by construction
-    grammar = compile_grammar(sol)
-    assert "%if" in grammar and "p::0x0" in grammar
+    grammar = lark_grammar(sol.allowed_words)
+    assert "start: LEAD? WORD (SEP WORD)* END?" in grammar
+    assert "%if" not in grammar and "::" not in grammar
+    assert grammar == lark_grammar(
+        solve(lexicon, parse_constraints(NO_R_NO_L_TWO_S[:1])).allowed_words
+    )
 
 
-def test_grammar_too_large(lexicon: Lexicon) -> None:
+def test_requirements_count_any_target_word_and_any_kept_candidate(lexicon: Lexicon) -> None:
+    sol = solve(lexicon, parse_constraints(NO_R_NO_L_TWO_S + DZ_FINAL_SHORT[:1]), top_k=3)
+    req = Requirements(sol)
+    include, pair = req.needs
+    assert req.chosen == tuple(sol.required_words())
+    assert include.offered[:2] == sol.slots[0].chosen and include.min_count == 2
+    # any two distinct /s/-initial words, chosen or not; the same word twice counts once
+    assert include.satisfied({"seven", "sun"}) and not include.satisfied({"so"})
+    first, second = (c.words for c in sol.slots[1].candidates[:2])
+    assert pair.satisfied(set(first)) and pair.satisfied(set(second))
+    assert not pair.satisfied({first[0], second[1]})
+    assert pair.suggestions({first[0]}) == (first[1],)  # the candidate already half written
+    assert req.pending(set()) == req.chosen
+    assert req.pending({*req.chosen}) == ()
+    assert req.satisfied({"seven", "sun", *first}) and not req.satisfied({"seven", *first})
+
+
+def test_many_required_words_compile(lexicon: Lexicon, tables: TokenizerTables) -> None:
+    """80 required words (no bit budget any more): the token budget is what limits them."""
     c = [{"type": "include", "phonemes": [p], "min_count": 16} for p in ["s", "t", "n", "k", "m"]]
-    with pytest.raises(GrammarTooLarge):
-        GrammarPlan.build(solve(lexicon, parse_constraints(c)))
+    pc = compiled(lexicon, tables, c)
+    need = pc.min_tokens_to_satisfy()
+    assert 16 <= need <= 80  # a word may serve two slots ("stem": /s/ and /m/)
+    pc.check_budget(need)
+    with pytest.raises(BudgetTooSmall):
+        pc.check_budget(need - 1)
 
 
 # ----------------------------------------------------------------------------- re-check, text handling

@@ -62,13 +62,6 @@ def test_handler_maps_unsatisfiable_to_the_constraint_at_fault(
     assert len(compiler) == 0 or all(c["mode"] == "phonological" for c in compiler.cached())
 
 
-def test_handler_maps_a_grammar_too_large(compiler: ConstraintCompiler) -> None:
-    raw = [{"type": "include", "phonemes": [p], "min_count": 16} for p in ["s", "t", "n", "k", "m"]]
-    with pytest.raises(errors.InvalidConstraint) as exc:
-        compiler.compile(PhonologicalSpec(parse_constraints(raw)))
-    assert exc.value.param == "constraints" and "grammar bits" in exc.value.message
-
-
 def test_handler_refuses_another_backend(lexicon: Lexicon, tables: TokenizerTables) -> None:
     handler = PhonologyHandler(tables, default_cache_dir(), "lm-format-enforcer", lexicon=lexicon)
     with pytest.raises(errors.InvalidConstraint) as exc:

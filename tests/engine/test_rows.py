@@ -117,3 +117,39 @@ def test_a_failed_sequence_reports_error_not_stop():
     job = GenerationJob(prompt_ids=[1], params=SamplingParams(max_new_tokens=10))
     out = finished_sequence(job, 0, [ord("a"), EOS], CharTokens.decode, {EOS}, error="dead end")
     assert out.finish_reason == "error" and out.error == "dead end"
+
+
+class ByteTokens:
+    """Token t (>= 1) is the byte t - 1: decoding a cut multi-byte character gives U+FFFD, as a
+    byte-level tokenizer does."""
+
+    @staticmethod
+    def encode(text: str) -> list[int]:
+        return [b + 1 for b in text.encode()]
+
+    @staticmethod
+    def decode(tokens) -> str:
+        return bytes(t - 1 for t in tokens if t != EOS).decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_cut_inside_a_character_never_ends_in_a_replacement_character(stream):
+    """`max_tokens` ends the row after the first byte of "é": the incomplete character is left
+    out, never returned (or streamed) as U+FFFD."""
+    tokens = ByteTokens.encode("ab é")
+    deltas: list[str] = []
+    job = GenerationJob(
+        prompt_ids=[1],
+        params=SamplingParams(max_new_tokens=4),
+        on_delta=(lambda i, d: deltas.append(d)) if stream else None,
+    )
+    row = RowState(job=job, choice=0)
+    for token in tokens:
+        row.push(token, ByteTokens.decode, {EOS})
+        if row.done:
+            break
+    assert row.finish_reason == "length"
+    assert row.text == "ab "
+    assert "".join(deltas) == ("ab " if stream else "")
+    whole = finished_sequence(job, 0, tokens[:4], ByteTokens.decode, {EOS})
+    assert whole.text == "ab "

@@ -15,6 +15,7 @@ from ..constraints.spec import ConstraintSpec
 from ..errors import InvalidRequest
 from ..protocol import ChatCompletionRequest, constraint_spec
 from ..protocol.limits import check_length_penalty, check_max_tokens, check_num_beams
+from ..protocol.screen import screen
 from ..services import constraints as constraint_service
 from ..services.state import ServerState
 from ..settings import Settings
@@ -88,10 +89,11 @@ class JobParams:
         """These parameters with the JSON text of a `constraints` field as their constraints."""
         try:
             data = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError):
             raise InvalidRequest(
                 "constraints must be a JSON list of constraint objects", param="constraints"
-            ) from exc
+            ) from None
+        screen(data, "constraints", field_depth=0)
         return replace(self, constraints=data)
 
     def spec(self) -> ConstraintSpec | None:

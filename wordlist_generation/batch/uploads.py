@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ..errors import ApiError, InvalidRequest, validation_error
 from ..protocol import ChatCompletionRequest
+from ..protocol.screen import screen
 from ..services import chat as completions
 from ..services.state import ServerState
 from .params import JOB_WIDE_FIELDS, JobParams
@@ -45,14 +46,21 @@ def _located(label: str, param_prefix: str, **extra: Any) -> Iterator[None]:
         raise
 
 
+def loads(data: bytes | str, what: str, param: str, **extra: Any) -> Any:
+    """`json.loads` whose every failure is a 400 naming `param`: invalid JSON, and nesting deep
+    enough to exhaust the parser's recursion (a few thousand `[`) alike."""
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        message = f"{what} is not valid JSON: {exc}"
+    except RecursionError:
+        message = f"{what} nests arrays or objects too deeply to be a request"
+    raise InvalidRequest(message, param=param, code="invalid_json", extra=extra or None)
+
+
 def parse_job_upload(data: bytes, max_items: int) -> list[Any]:
     """The job API's file: a non-empty JSON array of at most `max_items` requests."""
-    try:
-        items = json.loads(data)
-    except ValueError as exc:
-        raise InvalidRequest(
-            f"the uploaded file is not valid JSON: {exc}", param="file", code="invalid_json"
-        ) from None
+    items = loads(data, "the uploaded file", "file")
     if not isinstance(items, list):
         raise InvalidRequest(
             "the uploaded file must be a JSON array of chat completion requests", param="file"
@@ -78,15 +86,14 @@ def parse_jsonl(data: bytes, max_items: int) -> list[tuple[int, Any]]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        value = loads(line, f"line {number}", "file", line=number)
         try:
-            out.append((number, json.loads(line)))
-        except ValueError as exc:
-            raise InvalidRequest(
-                f"line {number}: not valid JSON: {exc}",
-                param="file",
-                code="invalid_json",
-                extra={"line": number},
-            ) from None
+            screen(value, f"line[{number}]", field_depth=2)
+        except ApiError as exc:  # its param already says where: line[n].body...
+            exc.message = f"line {number}: {exc.message}"
+            exc.extra["line"] = number
+            raise
+        out.append((number, value))
     if not out:
         raise InvalidRequest("the file holds no requests", param="file")
     if len(out) > max_items:

@@ -56,6 +56,15 @@ class SequenceConstraint(ABC):
         """
         return None
 
+    def token_bias(self) -> dict[int, float]:
+        """Declared capability: additive boosts to a few next-token scores, read right after the
+        mask (a masked token stays masked).
+
+        Lets the model choose where a word goes instead of forcing it there (phonological mode
+        raises a planned word's first token inside sentences); the default is none.
+        """
+        return {}
+
 
 @dataclass
 class CheckReport:
@@ -88,6 +97,7 @@ class CompiledConstraint(ABC):
     - `has_soft_constraints` + `soft_score`: candidates can be ranked (drafts);
     - `check_budget`: refuse a `max_tokens` that can never satisfy the constraint;
     - `SequenceConstraint.set_remaining_tokens`: steer toward required words near the end;
+    - `SequenceConstraint.token_bias`: boost words the model may place where they fit;
     - `exported_grammar`: a grammar another engine can run;
     - `progress`: what to tell a client before generation starts (streaming events).
     """

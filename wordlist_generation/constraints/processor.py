@@ -128,6 +128,7 @@ class ConstraintLogitsProcessor(LogitsProcessor):
         width = (scores.shape[1] + 31) // 32
         bitmask = torch.zeros((len(active), width), dtype=torch.int32)
         timings = self.timings
+        biases: list[tuple[int, dict[int, float]]] = []
         for i, r in enumerate(active):
             t0 = time.perf_counter()
             key = keys[r]
@@ -136,6 +137,8 @@ class ConstraintLogitsProcessor(LogitsProcessor):
             if self.budgets is not None and not isinstance(state, _Broken):
                 state.set_remaining_tokens(self.budgets[key[0]] - len(key[1]))
             self._fill_row(key, r, state, bitmask[i])
+            if not isinstance(state, _Broken) and (bias := state.token_bias()):
+                biases.append((r, bias))
             if timings is not None:
                 advance = self._advance_seconds.pop(key, 0.0)
                 timings.append(time.perf_counter() - t0 + advance)
@@ -146,6 +149,9 @@ class ConstraintLogitsProcessor(LogitsProcessor):
             sub = scores[idx]
             apply_bitmask(sub, bitmask)
             scores[idx] = sub
+        for r, bias in biases:
+            for t, boost in bias.items():
+                scores[r, t] += boost
         if self.call_timings is not None:
             self.call_timings.append(time.perf_counter() - t_call)
         return scores

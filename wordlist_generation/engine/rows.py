@@ -20,6 +20,19 @@ log = logging.getLogger(__name__)
 END_TOKEN_STRINGS = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<end_of_turn>", "</s>")
 
 
+def complete_text(text: str, end: int | None = None) -> int:
+    """Where `text[:end]` ends once a trailing incomplete UTF-8 sequence is left out.
+
+    Decoding the tokens of a character that is not finished yet (an emoji spread over several
+    byte tokens) gives U+FFFD in its place: while streaming it may still complete; at the end of
+    an answer (cut by `max_tokens`, say) it never will, and is dropped rather than returned.
+    """
+    keep = len(text) if end is None else end
+    while keep > 0 and text[keep - 1] == "\ufffd":
+        keep -= 1
+    return keep
+
+
 def stop_holdback(text: str, stops: Sequence[str]) -> int:
     """Length of the prefix of `text` that can never become part of a stop string."""
     keep = len(text)
@@ -28,9 +41,7 @@ def stop_holdback(text: str, stops: Sequence[str]) -> int:
             if text.endswith(stop[:k]):
                 keep = min(keep, len(text) - k)
                 break
-    while keep > 0 and text[keep - 1] == "\ufffd":  # an incomplete UTF-8 sequence
-        keep -= 1
-    return keep
+    return complete_text(text, keep)
 
 
 def find_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -110,6 +121,7 @@ class RowState:
         self.done = True
         self.finish_reason = reason
         released = self.text[: self.sent]
+        self.text = self.text[: complete_text(self.text)]
         if self.job.constraint is not None:
             self.text = self.job.constraint.finalize(self.text, complete=ended_by_eos)
         if self.job.on_delta is not None and not self.job.cancel.is_set():
@@ -160,6 +172,7 @@ def finished_sequence(
         reason = "cancelled"
     if error is not None:
         reason, ended = "error", False
+    text = text[: complete_text(text)]
     if job.constraint is not None:
         text = job.constraint.finalize(text, complete=ended)
     return ChoiceOutput(

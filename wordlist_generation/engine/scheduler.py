@@ -389,6 +389,8 @@ class Scheduler:
                 row.push(self.eos, self.decode, self.eos_token_ids, error=error)
                 return
             apply_bitmask(scores.unsqueeze(0), bits)
+            for t, boost in seq.constraint.token_bias().items():
+                scores[t] += boost
         token = pick_token(scores, params, row.generator)
         lp = float(torch.log_softmax(scores, dim=-1)[token])
         if math.isfinite(lp):

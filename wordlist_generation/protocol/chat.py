@@ -19,6 +19,7 @@ from ..engine.params import SamplingParams
 from ..errors import InvalidRequest, UnsupportedParameter
 from ..settings import Settings
 from .limits import check_length_penalty, check_max_tokens, check_num_beams
+from .screen import screen
 from .vocabulary import constraint_spec
 
 #: Fields the OpenAI API defines that this server accepts and ignores: they change nothing about
@@ -49,14 +50,37 @@ UNSUPPORTED_FIELDS: frozenset[str] = frozenset(
 )
 
 
+#: Every request model is strict, as the OpenAI API is: `"max_tokens": "4"` or `"stream": "yes"`
+#: is a 400 naming the field, never converted.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class RequestModel(BaseModel):
+    """A whole request body (not a part of one): screened before validation (`screen`: lone
+    surrogates, non-finite numbers, deep nesting), then validated strictly."""
+
+    model_config = STRICT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _screen(cls, data: Any) -> Any:
+        screen(data)
+        return cls.prepare(data)
+
+    @classmethod
+    def prepare(cls, data: Any) -> Any:
+        """The raw body after screening, before validation (the default keeps it as is)."""
+        return data
+
+
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = None
@@ -71,7 +95,7 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     include_usage: bool = False
     #: Extension: structured progress events (phonological mode) as extra chunks.
     include_events: bool = False
@@ -80,10 +104,8 @@ class StreamOptions(BaseModel):
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestModel):
     """A chat completion request. Unknown fields are refused, except the documented harmless ones."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -127,9 +149,9 @@ class ChatCompletionRequest(BaseModel):
     web_search_options: Any = None
     verbosity: Any = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _drop_ignored(cls, data: Any) -> Any:
+    def prepare(cls, data: Any) -> Any:
+        """Drops the fields accepted and ignored (`IGNORED_FIELDS`)."""
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if k not in IGNORED_FIELDS}
         return data
@@ -257,10 +279,8 @@ class ChatCompletionRequest(BaseModel):
         )
 
 
-class PreviewRequest(BaseModel):
+class PreviewRequest(RequestModel):
     """`POST /v1/constraints/preview`: the constraint part of a chat request, no generation."""
-
-    model_config = ConfigDict(extra="forbid")
     constraints: list[dict[str, Any]]
     vocab_n_words: int | None = Field(None, ge=1)
     vocab_lang: Literal["en"] | None = None

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from .. import batch
 from ..deps import StateDep, log_extra
@@ -81,7 +82,10 @@ async def read_form(request: Request, state: ServerState) -> tuple[FormData, Upl
         raise RequestTooLarge(
             f"the uploaded file is larger than the limit of {limit} bytes", param="file"
         )
-    form = await request.form(max_files=1, max_fields=16)
+    try:
+        form = await request.form(max_files=1, max_fields=16)
+    except HTTPException as exc:  # a malformed form, two files, too many fields
+        raise InvalidRequest(f"the upload form is invalid: {exc.detail}", param="file") from None
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         await form.close()

@@ -4,11 +4,12 @@ OpenAI's Batch and File objects, and OpenAI's cursor-paginated lists."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..batch import FileRecord, JobRecord
+from ..protocol.screen import screen
 
 
 def _ts(value: float | None) -> int | None:
@@ -19,12 +20,18 @@ class BatchCreateRequest(BaseModel):
     """`POST /v1/batches`. Fields newer SDKs add (e.g. `output_expires_after`) are accepted and
     ignored, so an SDK upgrade does not break clients."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     input_file_id: str = Field(min_length=1)
     endpoint: str
     completion_window: str
     metadata: dict[str, str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _screen(cls, data: Any) -> Any:
+        screen(data)
+        return data
 
     def ignored_fields(self) -> list[str]:
         return sorted(self.model_extra or {})
@@ -149,3 +156,111 @@ def list_page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
         "last_id": data[-1]["id"] if data else None,
         "has_more": more,
     }
+
+
+# ------------------------------------------------------------- documented response shapes
+# What `job_accepted`, `job_view`, `batch_view`, `file_view` and `list_page` build, as models for
+# the OpenAPI document (the handlers return the dicts; schemathesis checks the two agree).
+
+Timestamp = int | None
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str
+    message: str
+    completed: int
+    total: int
+
+
+class JobUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class JobObject(BaseModel):
+    object: Literal["batch.job"]
+    job_id: str
+    status: str
+    model: str
+    submitted_at: Timestamp
+    started_at: Timestamp
+    finished_at: Timestamp
+    expires_at: Timestamp
+    error: dict[str, Any] | None
+    completed: int
+    failed: int
+    total: int
+    progress: float
+    params: dict[str, Any] | None
+    usage: JobUsage
+
+
+class JobList(BaseModel):
+    object: Literal["list"]
+    data: list[JobObject]
+
+
+class BatchRequestCounts(BaseModel):
+    total: int
+    completed: int
+    failed: int
+
+
+class BatchObject(BaseModel):
+    id: str
+    object: Literal["batch"]
+    endpoint: str | None
+    model: str
+    errors: dict[str, Any] | None
+    input_file_id: str | None
+    completion_window: str | None
+    status: str
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: Timestamp
+    in_progress_at: Timestamp
+    expires_at: Timestamp
+    finalizing_at: Timestamp
+    completed_at: Timestamp
+    failed_at: Timestamp
+    expired_at: Timestamp
+    cancelling_at: Timestamp
+    cancelled_at: Timestamp
+    request_counts: BatchRequestCounts
+    metadata: dict[str, str] | None
+    usage: dict[str, Any]
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"]
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str
+    status_details: None
+    expires_at: Timestamp
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"]
+    deleted: bool
+
+
+class _Page(BaseModel):
+    object: Literal["list"]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class BatchList(_Page):
+    data: list[BatchObject]
+
+
+class FileList(_Page):
+    data: list[FileObject]

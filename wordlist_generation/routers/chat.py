@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..deps import StateDep, log_extra
@@ -16,6 +16,9 @@ from ..services.limiter import SlotLease
 from ..services.streaming import stream_chat
 
 router = APIRouter(prefix="/v1")
+
+#: The status logged for a client that left before its answer (nginx's convention); never sent.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class LeasedStreamingResponse(StreamingResponse):
@@ -36,6 +39,7 @@ class LeasedStreamingResponse(StreamingResponse):
 
 @router.get("/wordlists")
 async def list_wordlists(state: StateDep) -> dict:
+    state.require_engine()
     assert state.registry is not None
     return {"object": "list", "data": await asyncio.to_thread(state.registry.summary)}
 
@@ -43,9 +47,9 @@ async def list_wordlists(state: StateDep) -> dict:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, state: StateDep
-) -> ChatCompletion | StreamingResponse:
+) -> ChatCompletion | Response:
     extra = log_extra(request)
-    prepared = await prepare_chat(state, body)
+    prepared = await prepare_chat(state, body, admission=True)
     extra.update(model=prepared.model_id, stream=body.stream, mode=prepared.params.mode)
     if prepared.constraint is not None:
         extra.update(vocab=prepared.constraint.spec.label())
@@ -62,6 +66,8 @@ async def chat_completions(
     output = outputs[0]
     if output.cancelled:
         extra.update(outcome="client_disconnected")
+        if not output.choices:  # left while queued: nobody reads an answer
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
     extra.update(completion_tokens=output.completion_tokens, gen_seconds=round(output.seconds, 3))
     return build_completion(prepared, output)
 
@@ -70,8 +76,8 @@ async def chat_completions(
 async def preview_constraints(body: PreviewRequest, state: StateDep) -> dict:
     """Survival, domain sizes and top candidate pairs/sets for a constraint list; no generation."""
     state.require_engine()
-    assert state.phonology is not None
+    assert state.phonology is not None and state.gate is not None
     spec = phonological_spec(body.constraints, body.vocab_lang, body.vocab_n_words)
-    return await asyncio.to_thread(
+    return await state.gate.run(
         state.phonology.preview, list(spec.constraints), body.vocab_n_words, body.top_k
     )

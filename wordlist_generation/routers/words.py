@@ -10,13 +10,15 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, Field, StrictInt
 
 from ..constraints.spec import PhonologicalSpec, WordlistSpec
 from ..deps import StateDep
 from ..errors import InvalidRequest, UnknownParameter
 from ..protocol import constraint_spec
+from ..protocol.chat import RequestModel
 from ..services import explain
+from ..services.constraints import compile_spec
 
 router = APIRouter(prefix="/v1")
 
@@ -35,10 +37,9 @@ def _one_word(value: str) -> str:
 Word = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_one_word)]
 
 
-class ExplainRequest(BaseModel):
-    """Words of an answer and the vocabulary it was written in (as the chat request sent it)."""
-
-    model_config = ConfigDict(extra="forbid")
+class ExplainRequest(RequestModel):
+    """Words of an answer and the vocabulary it was written in (as the chat request sent it);
+    screened and strict like every request body."""
 
     words: list[Word] = Field(min_length=1, max_length=MAX_WORDS)
     vocab_lang: str | None = None
@@ -75,10 +76,11 @@ async def explain_words(body: ExplainRequest, request: Request, state: StateDep)
             param="vocab_lang",
             code="missing_required_parameter",
         )
-    compiler, registry = state.compiler, state.registry
-    assert compiler is not None and registry is not None
-    # Compiling checks the vocabulary exactly as chat does; after a generation it is a cache hit.
-    compiled = await asyncio.to_thread(compiler.compile, spec)
+    registry = state.registry
+    assert registry is not None
+    # Compiling checks the vocabulary exactly as chat does (through the same bounded gate); after
+    # a generation it is a cache hit.
+    compiled = await compile_spec(state, spec)
     if isinstance(spec, PhonologicalSpec):
         constraint = compiled.constraint
         assert isinstance(constraint, explain.PhonologicalConstraint)

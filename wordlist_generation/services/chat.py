@@ -77,12 +77,22 @@ def build_messages(request: ChatCompletionRequest, hint: str | None) -> list[dic
     return messages
 
 
-async def prepare_chat(state: ServerState, request: ChatCompletionRequest) -> PreparedChat:
-    """Every check that can fail before generation starts (so errors are plain 4xx JSON)."""
+async def prepare_chat(
+    state: ServerState, request: ChatCompletionRequest, *, admission: bool = False
+) -> PreparedChat:
+    """Every check that can fail before generation starts (so errors are plain 4xx JSON).
+
+    With `admission` (chat), a request that would be refused a place in the generation queue is
+    refused now, before its constraint is compiled or its prompt tokenized, and a compilation
+    waits in the bounded work gate; without it (batch items) compilations wait their turn.
+    """
     settings = state.settings
     params = request.to_params(settings)
     model_id = check_model(state, request.model)
     engine = state.require_engine()
+    if admission:
+        assert state.limiter is not None
+        state.limiter.check(params.rows)
     spec = request.to_spec()
     if request.drafts is not None and request.constraints is None:
         raise InvalidRequest("drafts only applies to phonological constraints", param="drafts")
@@ -91,7 +101,7 @@ async def prepare_chat(state: ServerState, request: ChatCompletionRequest) -> Pr
             "vocab_prompt_hint only applies with vocab_lang/vocab_n_words",
             param="vocab_prompt_hint",
         )
-    resolved = await resolve(state, spec, params.max_new_tokens)
+    resolved = await resolve(state, spec, params.max_new_tokens, wait=not admission)
     drafts = 1
     hint = None
     if resolved is not None:

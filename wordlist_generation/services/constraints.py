@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..constraints.base import BudgetTooSmall, CheckReport, CompiledConstraint
+from ..constraints.compiler import Compiled
 from ..constraints.spec import ConstraintSpec
 from ..errors import InvalidRequest
 from .state import ServerState
@@ -42,16 +43,31 @@ class ResolvedConstraint:
         return info
 
 
+async def compile_spec(state: ServerState, spec: ConstraintSpec, *, wait: bool = False) -> Compiled:
+    """`spec` compiled, off the event loop: a cache hit at once, a compilation through the work
+    gate (429 when it is full, unless `wait`: the batch worker waits its turn)."""
+    compiler = state.compiler
+    assert compiler is not None and state.gate is not None
+    hit = await asyncio.to_thread(compiler.lookup, spec)
+    if hit is not None:
+        return hit
+    return await state.gate.run(compiler.compile, spec, wait=wait)
+
+
 async def resolve(
-    state: ServerState, spec: ConstraintSpec | None, max_tokens: int, *, param_prefix: str = ""
+    state: ServerState,
+    spec: ConstraintSpec | None,
+    max_tokens: int,
+    *,
+    param_prefix: str = "",
+    wait: bool = False,
 ) -> ResolvedConstraint | None:
-    """Compile (or find in the cache) what `spec` asks for, off the event loop, and check that
+    """Compile (or find in the cache) what `spec` asks for (`compile_spec`), and check that
     `max_tokens` can satisfy it. Errors name the request field (`param_prefix` locates it in an
     upload)."""
     if spec is None:
         return None
-    assert state.compiler is not None
-    compiled = await asyncio.to_thread(state.compiler.compile, spec)
+    compiled = await compile_spec(state, spec, wait=wait)
     try:
         compiled.constraint.check_budget(max_tokens)
     except BudgetTooSmall as exc:

@@ -7,24 +7,34 @@ No module-level state: one `ServerState` is created per app by the lifespan and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..engine.params import GenerationOutput
 from ..errors import ServiceUnavailable
 from ..settings import Settings
-from .limiter import GenerationLimiter
+from .limiter import GenerationLimiter, WorkGate
 
 if TYPE_CHECKING:
     from ..constraints.compiler import ConstraintCompiler
     from ..constraints.phonology import PhonologyHandler
     from ..constraints.wordlist import WordlistRegistry
     from ..engine.base import Engine
-    from ..engine.params import GenerationJob, GenerationOutput
+    from ..engine.params import GenerationJob
 
 log = logging.getLogger(__name__)
+
+
+def left_in_queue(job: GenerationJob) -> GenerationOutput:
+    """The output of a job whose client left before it started: nothing generated."""
+    return GenerationOutput(
+        choices=[], prompt_tokens=len(job.prompt_ids), completion_tokens=0, seconds=0.0,
+        cancelled=True,
+    )
 
 
 @dataclass
@@ -38,6 +48,8 @@ class ServerState:
     compiler: ConstraintCompiler | None = None
     phonology: PhonologyHandler | None = None
     limiter: GenerationLimiter | None = None
+    #: Bounds constraint compiles and previews (`COMPILE_MAX_CONCURRENCY`, `COMPILE_QUEUE_SIZE`).
+    gate: WorkGate | None = None
     started_at: float = field(default_factory=time.time)
     ready_seconds: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -58,10 +70,35 @@ class ServerState:
         is_disconnected: Callable[[], Any] | None = None,
         poll_seconds: float = 0.25,
     ) -> list[GenerationOutput]:
-        """Wait for a slot, generate, cancel if the client leaves."""
+        """Wait for a slot, generate, cancel if the client leaves.
+
+        A client that leaves while its request still waits for rows gives its place in the queue
+        back at once (the next poll), not when it would have reached the front; its outputs come
+        back empty and `cancelled`.
+        """
         self.require_engine()
         assert self.limiter is not None
-        rows = await self.limiter.acquire(sum(job.params.rows for job in jobs))
+        admitted = asyncio.ensure_future(
+            self.limiter.acquire(sum(job.params.rows for job in jobs))
+        )
+        try:
+            while not admitted.done():
+                await asyncio.wait({admitted}, timeout=poll_seconds)
+                if (
+                    not admitted.done()
+                    and is_disconnected is not None
+                    and await is_disconnected()
+                ):
+                    admitted.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await admitted
+                    if not admitted.cancelled():  # granted just as the client left
+                        self.limiter.release(admitted.result())
+                    return [left_in_queue(job) for job in jobs]
+        except asyncio.CancelledError:
+            admitted.cancel()
+            raise
+        rows = admitted.result()
         future = self.submit(jobs, rows)
         try:
             while True:

@@ -6,9 +6,11 @@ The pipeline, one module per step:
 2. `solve`: a small constraint-satisfaction problem over the `lexicon` (`phonemes` holds the IPA
    inventory): the allowed vocabulary and the required slots, or the constraint that emptied a
    domain.
-3. `grammar`: a llguidance Lark grammar whose 64-bit rule parameter tracks the required words.
-4. `constraint` (+ `steering`): the engine's `CompiledConstraint`, with budget steering.
-5. `check`: the independent re-check of an answer, straight from CMUdict.
+3. `grammar`: a llguidance Lark grammar of the allowed vocabulary.
+4. `requirements` + `tracking`: the required words, checked over the words written so far.
+5. `constraint` (+ `steering`): the engine's `CompiledConstraint`: ends only once the required
+   words are written, places the planned words inside sentences, fits them in the budget.
+6. `check`: the independent re-check of an answer, straight from CMUdict.
 
 `service.PhonologyHandler` is the compile handler registered with `ConstraintCompiler`. Nothing
 here imports a web framework: errors are typed exceptions the HTTP layer maps.
@@ -18,15 +20,15 @@ from .check import Verdict, answer_words, check_text, soft_score
 from .constraint import PhonologicalConstraint, PhonologicalSequence, parser_limits
 from .errors import (
     BudgetTooSmall,
-    GrammarTooLarge,
     PhonologyError,
     UnsatisfiableConstraint,
     UnsupportedBackend,
     require_llguidance,
 )
-from .grammar import GrammarPlan, compile_grammar, words_regex
+from .grammar import lark_grammar, words_regex
 from .lexicon import Lexicon
 from .phonemes import UnknownPhonemeError, expand_exclusion, normalize_phoneme
+from .requirements import Need, Requirements
 from .service import PhonologyHandler
 from .solve import (
     DEFAULT_TOP_K,
@@ -38,6 +40,7 @@ from .solve import (
     preview,
     solve,
 )
+from .tracking import WordTracker
 from .types import Constraint, inventory_description, parse_constraints
 
 __all__ = [
@@ -46,25 +49,26 @@ __all__ = [
     "BudgetTooSmall",
     "Candidate",
     "Constraint",
-    "GrammarPlan",
-    "GrammarTooLarge",
     "Lexicon",
+    "Need",
     "PhonologicalConstraint",
     "PhonologicalSequence",
     "PhonologyError",
     "PhonologyHandler",
+    "Requirements",
     "RequiredSlot",
     "Solution",
     "UnknownPhonemeError",
     "UnsatisfiableConstraint",
     "UnsupportedBackend",
     "Verdict",
+    "WordTracker",
     "answer_words",
     "cache_key",
     "check_text",
-    "compile_grammar",
     "expand_exclusion",
     "inventory_description",
+    "lark_grammar",
     "normalize_phoneme",
     "parse_constraints",
     "parser_limits",

@@ -1,17 +1,23 @@
-"""The engine's view of a solved phonological request: a compiled grammar plus its extras.
+"""The engine's view of a solved phonological request: a vocabulary grammar, the required words
+and the steering that places them.
 
-Sequence states are `llg.LlguidanceSequence`s (one llguidance matcher each). When told the
-remaining token budget they steer toward the missing required words once the budget only just
-fits them (`steering`). The constraint declares the optional capabilities of
-`CompiledConstraint`: soft scores (drafts), a budget check and an exported Lark grammar.
+Sequence states are `llg.LlguidanceSequence`s (one llguidance matcher each, for the allowed
+vocabulary) plus a `tracking.WordTracker` (which words are written, and where): the answer may end
+only when the required words are all there (`requirements`). When told the remaining token
+budget, a state places the planned words inside sentences early in the answer and, near the end
+of the budget, steers toward whatever words are still missing (`steering`). The constraint
+declares the optional capabilities of `CompiledConstraint`: soft scores (drafts), a budget check,
+a prompt hint naming the planned words and an exported Lark grammar.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..base import CheckReport, CompiledConstraint, ExportedGrammar
@@ -20,16 +26,17 @@ from ..llg import LlguidanceSequence, new_matcher
 from ..tokenizer import TokenizerTables
 from .check import Verdict, answer_words, check_text, present_words, soft_total
 from .errors import BudgetTooSmall
-from .grammar import GrammarPlan
+from .grammar import lark_grammar
 from .lexicon import Lexicon
 from .phonemes import expand_exclusion
+from .requirements import Requirements
 from .solve import Solution
-from .steering import RequiredWordPlanner
+from .steering import EARLY_BOOST, RequiredWordPlanner
+from .tracking import WordTracker, goes_on
 
 #: llguidance limits sized for a whole-lexicon grammar: the default lexer fuel (1e6) is exhausted
-#: by tens of thousands of word alternatives in one lexeme class, and the matcher then enters an
-#: error state that only allows EOS. These are what a 45,000-word lexicon with a few
-#: required-word classes needs, with headroom.
+#: by tens of thousands of word alternatives in one lexeme, and the matcher then enters an error
+#: state that only allows EOS. These are what a 45,000-word lexicon needs, with headroom.
 PARSER_LIMITS = {
     "initial_lexer_fuel": 50_000_000,
     "step_lexer_fuel": 10_000_000,
@@ -43,9 +50,15 @@ TOKENIZER_NOTE = (
     "(this server compiles it over the tokenizer's ordinary vocabulary). Its whole-lexicon "
     "lexemes need LLParserLimits("
     + ", ".join(f"{k}={v}" for k, v in PARSER_LIMITS.items())
-    + "). The steering toward required words near the end of max_tokens is not part of the "
-    "grammar: an engine that runs it alone may reach max_tokens before the required words."
+    + "). It allows the vocabulary only: the required words are tracked by this server's "
+    "decoding state (the answer may end only once they are written), and so is the steering "
+    "that places them; an engine that runs the grammar alone may end without them."
 )
+
+
+def sentence_goes_on(tables: TokenizerTables) -> torch.Tensor:
+    """The tokens that keep a sentence going right after a word (`tracking.goes_on`), packed."""
+    return pack(np.fromiter(map(goes_on, tables.token_bytes), dtype=bool), tables.width)
 
 
 def parser_limits() -> Any:
@@ -56,75 +69,158 @@ def parser_limits() -> Any:
 
 
 class PhonologicalSequence(LlguidanceSequence):
-    """Decoding state: an `LLMatcher` plus optional budget steering.
+    """Decoding state: an `LLMatcher` for the vocabulary, a `WordTracker` for the required words.
 
-    The decoding loop may call `set_remaining_tokens(n)` before each mask; when the remaining
-    budget only just fits the missing required words, the mask is narrowed to the canonical
-    tokens of those words (still intersected with the grammar, so compliance is kept).
+    The answer may end only when the grammar is at a word boundary and the written words meet
+    every requirement; while the budget can still place them, by words inside sentences. Told
+    the remaining budget (`set_remaining_tokens`, before each mask), the
+    state steers, always within the grammar:
+
+    1. near the end of the budget, the mask narrows to the missing required words that still fit
+       (compliance first);
+    2. right after a placed word, the mask narrows to tokens that go on with the sentence (no
+       `.`, no end), so the word has a word after it;
+    3. inside a sentence, the planned words still to place get a score boost (`token_bias`), which
+       grows once a word is due (`RequiredWordPlanner.boost`): the model puts each where it fits
+       best; a word still not placed at its deadline is forced. Right after a determiner ("the",
+       "my") no word is forced nor boosted beyond the early boost.
     """
 
     def __init__(self, owner: PhonologicalConstraint, matcher: Any) -> None:
         super().__init__(matcher, owner.tables)
         self._owner = owner
-        self._tokens: list[int] = []
+        self._words = WordTracker()
+        self._n = 0
         self._remaining: int | None = None
-        self._steer_prefix: list[int] = []
-        self._steer_seqs: list[tuple[int, ...]] | None = None  # never mutated, only replaced
+        #: Token sequences of the word(s) being steered (empty: none), and the tokens written.
+        self._steer: tuple[tuple[int, ...], ...] = ()
+        self._path: tuple[int, ...] = ()
+        self._placing = False
+        self._bias: dict[int, float] = {}
+        #: A placed word was just written: its sentence must go on until the next word starts.
+        self._hold_from: int | None = None
+        #: Tokens written when the last planned word was placed.
+        self._placed_at = 0
 
     def fork(self) -> PhonologicalSequence:
         other = super().fork()
-        other._tokens = list(self._tokens)
-        other._steer_prefix = list(self._steer_prefix)
+        other._words = self._words.copy()
         return other
 
     def _consume(self, token_id: int) -> bool:
         ok = super()._consume(token_id)
-        self._tokens.append(token_id)
-        if self._steer_seqs:
-            prefix = self._steer_prefix + [token_id]
-            k = len(prefix)
-            # Stay on a steered word until its last token; anything else drops the path.
-            ongoing = any(len(s) > k and s[:k] == tuple(prefix) for s in self._steer_seqs)
-            self._steer_prefix = prefix if ongoing else []
-        self._steer_seqs = None
+        self._n += 1
+        self._words.feed(self._owner.tables.token_bytes[token_id])
         if self._remaining is not None:
             self._remaining -= 1
+        if self._steer:
+            path = (*self._path, token_id)
+            if path in self._steer:
+                if self._placing:
+                    self._hold_from, self._placed_at = self._words.started, self._n
+                self._steer, self._path = (), ()
+            elif any(s[: len(path)] == path for s in self._steer):
+                self._path = path
+            else:
+                self._steer, self._path = (), ()
+        if self._hold_from is not None and self._words.started > self._hold_from:
+            self._hold_from = None
         return ok
 
     def set_remaining_tokens(self, remaining: int) -> None:
         """Tokens that may still be generated, counting the next one."""
         self._remaining = remaining
 
-    def text(self) -> str:
-        return self._owner.decode(self._tokens)
+    @property
+    def words(self) -> WordTracker:
+        """The words written so far (read-only use)."""
+        return self._words
+
+    def can_end(self) -> bool:
+        if not super().can_end() or self._holding():
+            return False
+        requirements, words = self._owner.requirements, self._words
+        if not requirements.satisfied(words.written()):
+            return False
+        if self._remaining is None or requirements.satisfied(words.inside):
+            return True
+        # Met, but not by words inside sentences: go on while the budget can still place them.
+        pending = requirements.pending(words.inside)
+        return self._remaining <= self._owner.planner.placement_cost(pending) + 2
+
+    def _holding(self) -> bool:
+        return self._hold_from is not None and (self._remaining is None or self._remaining > 2)
+
+    def token_bias(self) -> dict[int, float]:
+        return self._bias
 
     def fill_bitmask(self, bitmask: torch.Tensor) -> bool:
+        self._bias = {}
         if self._remaining == 1 and self.can_end():
             # The last token of the budget: a complete, compliant answer ends here (the caller
             # allows EOS) rather than starting a word that max_tokens would cut and trim away,
             # possibly taking a required word with it ("so" -> "sof").
             return True
         super().fill_bitmask(bitmask)
-        steer = [t for t in self._steering_tokens() if t < bitmask.shape[0] * 32]
-        if steer:
-            narrowed = bitmask & pack(ids_to_bool(steer, bitmask.shape[0] * 32), bitmask.shape[0])
+        narrow = self._narrowing()
+        if narrow is not None:
+            narrowed = bitmask & narrow[: bitmask.shape[0]]
             if narrowed.any():
                 bitmask.copy_(narrowed)
         return True
 
-    def _steering_tokens(self) -> set[int]:
+    def _narrowing(self) -> torch.Tensor | None:
+        """The row the grammar mask is intersected with, or None (see the class docstring)."""
         owner = self._owner
-        if self._remaining is None or self._remaining > owner.steer_horizon:
-            return set()  # far from the end of the budget: no need to look at the text
-        text = self.text()
-        needed, _ = owner.planner.tokens_needed(text)
-        if needed == 0 or self._remaining > needed + owner.steer_slack:
-            return set()
-        seqs = owner.planner.steering_sequences(text)
-        k = len(self._steer_prefix)
-        prefix = tuple(self._steer_prefix)
-        self._steer_seqs = [s for s in seqs if len(s) > k and s[:k] == prefix]
-        return {s[k] for s in self._steer_seqs}
+        remaining = self._remaining
+        if remaining is None or not owner.requirements:
+            return None
+        if self._path:  # finish the word being steered
+            return self._steer_row()
+        if remaining <= owner.steer_horizon:
+            needed, words = owner.planner.cheapest(self._words.written())
+            if needed and remaining <= needed + owner.steer_slack:
+                self._steer = tuple(owner.planner.sequences(words, glued=self._words.glued))
+                self._placing = False
+                return self._steer_row()
+        if self._holding():
+            return owner.goes_on
+        return self._placement(remaining)
+
+    def _placement(self, remaining: int) -> torch.Tensor | None:
+        """Boost (or, once overdue, force) the planned words still to place inside sentences."""
+        owner, words = self._owner, self._words
+        if not words.mid_sentence():
+            return None
+        planner = owner.planner
+        pending = owner.requirements.pending(words.inside)
+        placed = max(0, len(owner.requirements.chosen) - len(pending))
+        glued = words.last != ord(" ")
+        steer: list[tuple[int, ...]] = []
+        for k, word in enumerate(pending):
+            if remaining < planner.cost(word) + 2:
+                continue
+            seqs = planner.placement(word, glued=glued)
+            boost = planner.boost(k, placed, self._n, self._n + remaining, self._placed_at)
+            if words.after_determiner():  # "the so", "my told": wait for a better spot
+                boost = min(boost, EARLY_BOOST)
+            if boost == math.inf:
+                self._steer, self._placing, self._bias = seqs, True, {}
+                return self._steer_row()
+            steer.extend(seqs)
+            for s in seqs:
+                self._bias[s[0]] = max(self._bias.get(s[0], 0.0), boost)
+        self._steer, self._placing = tuple(steer), True
+        return None
+
+    def _steer_row(self) -> torch.Tensor | None:
+        k = len(self._path)
+        nxt = {s[k] for s in self._steer if len(s) > k and s[:k] == self._path}
+        if not nxt:
+            self._steer, self._path = (), ()
+            return None
+        t = self._owner.tables
+        return pack(ids_to_bool([i for i in nxt if i < t.vocab_size], t.width * 32), t.width)
 
 
 class PhonologicalConstraint(CompiledConstraint):
@@ -136,23 +232,25 @@ class PhonologicalConstraint(CompiledConstraint):
         lexicon: Lexicon,
         tables: TokenizerTables,
         *,
-        max_alternatives: int | None = None,
         steer_slack: int = 1,
     ) -> None:
         t0 = time.perf_counter()
         self.solution = solution
         self.lexicon = lexicon
         self.tables = tables
-        self.plan = GrammarPlan.build(solution, max_alternatives)
-        self.grammar = self.plan.lark()
+        self.grammar = lark_grammar(solution.allowed_words)
         self.steer_slack = steer_slack
         self._matcher = new_matcher(
             tables.ll, self.grammar, limits=parser_limits(), what="phonological grammar"
         )
         self._allowed = frozenset(solution.allowed_words)
-        self.planner = RequiredWordPlanner(self.plan, tables.tokenizer)
-        #: Steering can only start once the remaining budget is at most this.
-        self.steer_horizon = self.planner.min_tokens + steer_slack if self.plan.requirements else -1
+        self.requirements = Requirements(solution)
+        self.planner = RequiredWordPlanner(self.requirements, tables.tokenizer)
+        #: Steering toward the missing words can only start once the remaining budget is at most
+        #: this.
+        self.steer_horizon = self.planner.min_tokens + steer_slack if self.requirements else -1
+        #: Tokens that go on with a sentence after a word (`sentence_goes_on`).
+        self.goes_on = sentence_goes_on(tables)
         self.has_soft_constraints = bool(solution.soft)
         self.compile_seconds = time.perf_counter() - t0
 
@@ -224,18 +322,12 @@ class PhonologicalConstraint(CompiledConstraint):
         return ExportedGrammar("lark", self.grammar, tokenizer_note=TOKENIZER_NOTE)
 
     def prompt_hint(self) -> str | None:
+        """Names the planned words, so that the model uses them in its own sentences."""
         parts = ["Write in plain, simple English words."]
-        for r in self.plan.requirements:
-            c = r.slot.constraint
-            if r.alternatives:
-                words = " and ".join(f'"{w}"' for w in r.alternatives[0])
-                parts.append(f"You must use the words {words} in your answer.")
-            else:
-                examples = ", ".join(f'"{w}"' for w in r.slot.target_words[:6])
-                parts.append(
-                    f"Use at least {c.min_count} different word(s) with the sound /{'/, /'.join(c.phonemes)}/"
-                    f" ({c.position} position), for example {examples}."
-                )
+        chosen = self.requirements.chosen
+        if chosen:
+            listed = ", ".join(f'"{w}"' for w in chosen)
+            parts.append(f"Use these words in your sentences: {listed}.")
         avoided = sorted(
             {
                 p
@@ -251,9 +343,11 @@ class PhonologicalConstraint(CompiledConstraint):
     def describe(self) -> dict[str, Any]:
         out = {"mode": "phonological", "lexicon": self.lexicon.describe()}
         out |= self.solution.to_json()
-        out["required_words"] = self.solution.required_words()
-        out["grammar"] = self.plan.describe() | {
+        out["required_words"] = list(self.requirements.chosen)
+        out["target_words"] = self.requirements.describe()
+        out["grammar"] = {
             "chars": len(self.grammar),
+            "n_words": self.solution.n_allowed,
             "min_tokens_to_satisfy": self.min_tokens_to_satisfy(),
         }
         out["solve_seconds"] = round(self.solution.solve_seconds, 4)

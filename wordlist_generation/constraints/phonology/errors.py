@@ -1,6 +1,6 @@
 """Failures of phonological mode, as typed exceptions; `service` maps them to API errors.
 
-No web framework here: the solver and the grammar raise these, and the compile handler turns each
+No web framework here: the solver and the constraint raise these, and the compile handler turns each
 into the `errors.ApiError` that names the request field.
 """
 
@@ -41,18 +41,14 @@ class UnsatisfiableConstraint(PhonologyError):
         }
 
 
-class GrammarTooLarge(PhonologyError):
-    """The required words need more than 64 grammar bits (too many slots / min_count)."""
-
-
 class UnsupportedBackend(PhonologyError):
     """The configured constraint backend cannot compile phonological grammars."""
 
     def __init__(self, backend: str) -> None:
         super().__init__(
             f"phonological constraints need the llguidance backend (CONSTRAINT_BACKEND=llguidance); "
-            f"the configured backend {backend!r} (lm-format-enforcer) cannot compile grammars with "
-            f"required words in time"
+            f"the configured backend {backend!r} (lm-format-enforcer) cannot compile a "
+            f"whole-lexicon grammar in time"
         )
         self.backend = backend
 

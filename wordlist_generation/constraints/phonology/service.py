@@ -23,7 +23,7 @@ from ..compiler import SpecHandler
 from ..spec import PhonologicalSpec
 from ..tokenizer import TokenizerTables
 from .constraint import PhonologicalConstraint
-from .errors import GrammarTooLarge, UnsatisfiableConstraint, UnsupportedBackend, require_llguidance
+from .errors import UnsatisfiableConstraint, UnsupportedBackend, require_llguidance
 from .lexicon import Lexicon
 from .solve import DEFAULT_TOP_K, GRAMMAR_VERSION, preview, solve
 
@@ -112,7 +112,4 @@ class PhonologyHandler(SpecHandler[PhonologicalSpec]):
                 param=f"constraints.{index}" if index is not None else "constraints",
                 extra={"constraint_index": index, "domain_sizes": exc.domain_sizes},
             ) from exc
-        try:
-            return PhonologicalConstraint(solution, lexicon, self.tables)
-        except GrammarTooLarge as exc:
-            raise errors.InvalidConstraint(str(exc), param="constraints") from exc
+        return PhonologicalConstraint(solution, lexicon, self.tables)

@@ -14,6 +14,7 @@ emptied it and show the sizes before and after.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from .phonemes import INVENTORY, expand_exclusion, phoneme_mask
 from .types import UNARY_TYPES, BoundBoostConstraint, IncludeConstraint, dedupe
 
 #: Bump when the grammar layout changes (part of the compiled-constraint cache key).
-GRAMMAR_VERSION = 2
+GRAMMAR_VERSION = 3
 #: Pair/set solutions kept per contrastive constraint (and offered to the grammar as alternatives).
 DEFAULT_TOP_K = 5
 #: Survival thresholds (allowed / base vocabulary).
@@ -141,8 +142,20 @@ class Solution:
         return survival_warning(self.survival, self.n_allowed, self.base_size)
 
     def required_words(self) -> list[str]:
-        """The suggested words of every slot (deduplicated, in slot order)."""
-        return list(dedupe(w for s in self.slots for w in s.chosen))
+        """The words chosen before generating (the prompt hint names them), in slot order: each
+        pair or set slot's best candidate, then for each include slot its most frequent target
+        words, as many as the words already chosen do not bring (a pair "said/says" also gives
+        two /s/-initial words)."""
+        chosen = {s.constraint_index: s.chosen for s in self.slots if s.kind != "include"}
+        taken = {w for ws in chosen.values() for w in ws}
+        for s in self.slots:
+            if s.kind == "include":
+                targets = set(s.target_words)
+                short = s.constraint.min_count - sum(w in targets for w in taken)
+                fresh = (w for w in s.target_words if w not in taken)
+                chosen[s.constraint_index] = tuple(itertools.islice(fresh, max(short, 0)))
+                taken.update(chosen[s.constraint_index])
+        return list(dedupe(w for s in self.slots for w in chosen[s.constraint_index]))
 
     def vocabulary_json(self) -> dict[str, Any]:
         return {

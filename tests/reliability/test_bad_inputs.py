@@ -1,0 +1,344 @@
+"""A table of bad inputs over every route that takes input: chat, preview, the job API and the
+OpenAI Batch API. Each must be a 4xx in OpenAI's error shape naming the field at fault, and the
+access log must record the status the client got. In-process (fake engine, real tokenizer, word
+lists and compiler): no 5xx may come from input, whatever the engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import AUTH, FakeEngine, settings_for, wait_ready
+from fastapi.testclient import TestClient
+
+from wordlist_generation.apps import create_app
+
+MODEL = "fake-model"
+MSG = [{"role": "user", "content": "Hi"}]
+GOOD = {"model": MODEL, "messages": MSG, "max_tokens": 4}
+DEEP = "[" * 3000 + "]" * 3000  # past Python's recursion limit
+NESTED = json.loads("[" * 100 + "]" * 100)  # parses, but nests past the server's limit
+
+
+def chat(**kw: Any) -> dict[str, Any]:
+    return {**GOOD, **kw}
+
+
+def raw_chat(fragment: str) -> bytes:
+    """A chat body with `fragment` (raw JSON text, e.g. `"temperature": NaN`) added."""
+    return ('{"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}], '
+            f'"max_tokens": 4, {fragment}}}').encode()
+
+
+def surrogate(text: str = "a\\ud800b") -> str:
+    """JSON text of a string holding a lone surrogate escape (Python's json writes it as is)."""
+    return f'"{text}"'
+
+
+def upload(items: Any) -> bytes:
+    return items if isinstance(items, bytes) else json.dumps(items).encode()
+
+
+def jsonl(*lines: Any) -> bytes:
+    return b"\n".join(
+        line if isinstance(line, bytes) else json.dumps(line).encode() for line in lines
+    )
+
+
+def line(body: Any, custom_id: str = "a") -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+#: (name, route, payload, status, param). Routes: `chat` and `preview` (payload: a JSON value, or
+#: raw bytes), `job` (payload: (file bytes, query, form)), `file` ((file bytes, form)), `batches`
+#: (a JSON body for POST /v1/batches), `batch_lines` (JSONL uploaded, then a batch created on it).
+CASES: list[tuple[str, str, Any, int, str | None]] = [
+    # --- chat: text that is not Unicode (lone surrogates) in every place a string goes
+    ("surrogate in content", "chat",
+     raw_chat('"stop": "x"').replace(b'"Hi"', surrogate().encode()), 400, "messages.0.content"),
+    ("low surrogate in content", "chat",
+     raw_chat('"n": 1').replace(b'"Hi"', surrogate("\\udc00").encode()), 400,
+     "messages.0.content"),
+    ("surrogate in a text part", "chat",
+     raw_chat('"n": 1').replace(b'"Hi"', b'[{"type": "text", "text": "a\\ud800"}]'), 400,
+     "messages.0.content.0.text"),
+    ("surrogate in stop", "chat", raw_chat(f'"stop": {surrogate()}'), 400, "stop"),
+    ("surrogate in a stop list", "chat", raw_chat(f'"stop": ["x", {surrogate()}]'), 400,
+     "stop.1"),
+    ("surrogate in model", "chat", raw_chat('"n": 1').replace(b'"fake-model"', b'"m\\ud800"'),
+     400, "model"),
+    ("surrogate in vocab_lang", "chat",
+     raw_chat(f'"vocab_lang": {surrogate()}, "vocab_n_words": 10'), 400, "vocab_lang"),
+    ("surrogate as a field name", "chat", raw_chat('"\\ud800": 1'), 400, "\\ud800"),
+    ("surrogate in a name", "chat",
+     raw_chat('"n": 1').replace(b'"user",', b'"user", "name": "\\udfff",'), 400,
+     "messages.0.name"),
+    ("surrogate in a phoneme", "chat",
+     raw_chat(f'"constraints": [{{"type": "exclude", "phonemes": [{surrogate()}]}}]'), 400,
+     "constraints.0.phonemes.0"),
+    ("surrogate in a stream", "chat",
+     raw_chat('"stream": true').replace(b'"Hi"', surrogate().encode()), 400,
+     "messages.0.content"),
+    ("surrogate in a constrained request", "chat",
+     raw_chat('"vocab_lang": "es", "vocab_n_words": 100').replace(b'"Hi"', surrogate().encode()),
+     400, "messages.0.content"),
+    # --- chat: NUL, nesting, numbers JSON has no room for
+    ("NUL in vocab_lang", "chat", chat(vocab_lang="es\x00", vocab_n_words=10), 400, "vocab_lang"),
+    ("NUL in model", "chat", chat(model="fake\x00model"), 404, "model"),
+    ("nesting past the recursion limit", "chat", DEEP.encode(), 400, None),
+    ("deep nesting in tools", "chat", chat(tools=NESTED), 400, "tools"),
+    ("deep nesting in constraints", "chat", chat(constraints=NESTED), 400, "constraints"),
+    ("deep nesting in metadata", "chat", chat(metadata={"a": NESTED}), 400, "metadata"),
+    ("huge max_tokens", "chat", chat(max_tokens=10**30), 400, "max_tokens"),
+    ("max_tokens overflowing to infinity", "chat", raw_chat('"top_k": 1e400'), 400, "top_k"),
+    ("an integer of 5000 digits", "chat", raw_chat('"seed": ' + "9" * 5000), 400, None),
+    ("NaN temperature", "chat", raw_chat('"temperature": NaN'), 400, "temperature"),
+    ("Infinity top_p", "chat", raw_chat('"temperature": 1, "top_p": Infinity'), 400, "top_p"),
+    ("-Infinity penalty", "chat", raw_chat('"presence_penalty": -Infinity'), 400,
+     "presence_penalty"),
+    ("NaN length_penalty", "chat", raw_chat('"length_penalty": NaN'), 400, "length_penalty"),
+    ("NaN in a constraint", "chat",
+     raw_chat('"constraints": [{"type": "bound", "norm": "zipf", "min_value": NaN}]'), 400,
+     "constraints.0.min_value"),
+    # --- chat: wrong types (strict, as the OpenAI API)
+    ("max_tokens as a string", "chat", chat(max_tokens="4"), 400, "max_tokens"),
+    ("max_tokens as a boolean", "chat", chat(max_tokens=True), 400, "max_tokens"),
+    ("max_tokens as a float", "chat", chat(max_tokens=4.5), 400, "max_tokens"),
+    ("temperature as a string", "chat", chat(temperature="0.5"), 400, "temperature"),
+    ("n as a string", "chat", chat(n="1"), 400, "n"),
+    ("stream as a string", "chat", chat(stream="true"), 400, "stream"),
+    ("seed as a float", "chat", chat(seed=1.5), 400, "seed"),
+    ("seed too large", "chat", chat(seed=2**64), 400, "seed"),
+    ("num_beams as a string", "chat", chat(num_beams="2"), 400, "num_beams"),
+    ("top_k zero", "chat", chat(temperature=1, top_k=0), 400, "top_k"),
+    ("drafts zero", "chat", chat(drafts=0), 400, "drafts"),
+    ("repetition_penalty zero", "chat", chat(repetition_penalty=0), 400, "repetition_penalty"),
+    ("messages as a string", "chat", chat(messages="Hi"), 400, "messages"),
+    ("a null message", "chat", chat(messages=[None]), 400, "messages.0"),
+    ("null content", "chat", chat(messages=[{"role": "user", "content": None}]), 400,
+     "messages.0.content"),
+    ("role as a number", "chat", chat(messages=[{"role": 5, "content": "x"}]), 400,
+     "messages.0.role"),
+    ("stop as a number", "chat", chat(stop=5), 400, "stop"),
+    ("an empty stop", "chat", chat(stop=[""]), 400, "stop"),
+    ("stream_options as a string", "chat", chat(stream=True, stream_options="yes"), 400,
+     "stream_options"),
+    ("model empty", "chat", chat(model=""), 400, "model"),
+    ("model as a number", "chat", chat(model=5), 400, "model"),
+    ("logit_bias", "chat", chat(logit_bias={"1": 100}), 400, "logit_bias"),
+    ("max_tokens disagree", "chat", chat(max_tokens=4, max_completion_tokens=5), 400,
+     "max_completion_tokens"),
+    # --- chat: the vocabulary
+    ("vocab_n_words as a string", "chat", chat(vocab_lang="es", vocab_n_words="1000"), 400,
+     "vocab_n_words"),
+    ("vocab_n_words as a float", "chat", chat(vocab_lang="es", vocab_n_words=1.5), 400,
+     "vocab_n_words"),
+    ("vocab_n_words huge", "chat", chat(vocab_lang="es", vocab_n_words=10**12), 400,
+     "vocab_n_words"),
+    ("vocab_n_words negative", "chat", chat(vocab_lang="es", vocab_n_words=-1), 400,
+     "vocab_n_words"),
+    ("vocab_lang path traversal", "chat", chat(vocab_lang="../../etc/passwd", vocab_n_words=10),
+     400, "vocab_lang"),
+    ("vocab_lang unknown", "chat", chat(vocab_lang="zz", vocab_n_words=10), 404, "vocab_lang"),
+    ("vocab_lang without a size", "chat", chat(vocab_lang="es"), 400, "vocab_n_words"),
+    ("constraints not a list", "chat", chat(constraints={"type": "exclude"}), 400,
+     "constraints"),
+    ("unknown constraint type", "chat", chat(constraints=[{"type": "nope"}]), 400,
+     "constraints.0.type"),
+    # --- chat: bodies that are not a request
+    ("empty body", "chat", b"", 400, None),
+    ("null body", "chat", b"null", 400, None),
+    ("a string body", "chat", b'"hello"', 400, None),
+    ("invalid UTF-8", "chat", b'{"model": "\xff\xfe"}', 400, None),
+    ("truncated JSON", "chat", b'{"model": "fake-model", "messages": [', 400, None),
+    # --- preview
+    ("preview without constraints", "preview", {}, 400, "constraints"),
+    ("preview surrogate phoneme", "preview",
+     b'{"constraints": [{"type": "exclude", "phonemes": ["\\ud800"]}]}', 400,
+     "constraints.0.phonemes.0"),
+    ("preview unknown phoneme", "preview",
+     {"constraints": [{"type": "exclude", "phonemes": ["qq"]}]}, 400,
+     "constraints.0.phonemes.0"),
+    ("preview top_k as a string", "preview",
+     {"constraints": [{"type": "exclude", "phonemes": ["r"]}], "top_k": "5"}, 400, "top_k"),
+    ("preview top_k zero", "preview",
+     {"constraints": [{"type": "exclude", "phonemes": ["r"]}], "top_k": 0}, 400, "top_k"),
+    ("preview another language", "preview",
+     {"constraints": [{"type": "exclude", "phonemes": ["r"]}], "vocab_lang": "es"}, 400,
+     "vocab_lang"),
+    ("preview deep nesting", "preview", {"constraints": NESTED}, 400, "constraints"),
+    ("preview NaN bound", "preview",
+     b'{"constraints": [{"type": "bound", "norm": "zipf", "max_value": NaN}]}', 400,
+     "constraints.0.max_value"),
+    ("preview nesting past the recursion limit", "preview", DEEP.encode(), 400, None),
+    # --- the job API
+    ("job without a file", "job", (None, {}, {}), 400, "file"),
+    ("job with two files", "job", (b"[]", {}, {"second": True}), 400, "file"),
+    ("job file not JSON", "job", (b"{nope", {}, {}), 400, "file"),
+    ("job file nested past the recursion limit", "job", (DEEP.encode(), {}, {}), 400, "file"),
+    ("job file not an array", "job", (upload({"a": 1}), {}, {}), 400, "file"),
+    ("job file empty array", "job", (upload([]), {}, {}), 400, "file"),
+    ("job with too many items", "job", (upload([GOOD] * 5), {}, {}), 400, "file"),
+    ("job file over the limit", "job", (b" " * 9000 + b"[]", {}, {}), 413, "file"),
+    ("job item with a surrogate", "job",
+     (b'[{"model": "fake-model", "messages": [{"role": "user", "content": "\\ud800"}]}]', {},
+      {}), 400, "[0].messages.0.content"),
+    ("job item deep nesting", "job", (upload([chat(tools=NESTED)]), {}, {}), 400, "[0].tools"),
+    ("job item temperature as a string", "job", (upload([chat(temperature="1")]), {}, {}), 400,
+     "[0].temperature"),
+    ("job item NaN", "job",
+     (b'[{"model": "fake-model", "messages": [], "temperature": NaN}]', {}, {}), 400,
+     "[0].temperature"),
+    ("job item not an object", "job", (upload([5]), {}, {}), 400, "[0]"),
+    ("job max_tokens not a number", "job", (upload([GOOD]), {"max_tokens": "abc"}, {}), 400,
+     "max_tokens"),
+    ("job vocab_n_words without a language", "job",
+     (upload([GOOD]), {"vocab_n_words": "10"}, {}), 400, "vocab_lang"),
+    ("job constraints nested past the recursion limit", "job",
+     (upload([GOOD]), {}, {"constraints": DEEP}), 400, "constraints"),
+    ("job constraints with a surrogate", "job",
+     (upload([GOOD]), {}, {"constraints": '[{"type": "exclude", "phonemes": ["\\ud800"]}]'}),
+     400, "constraints.0.phonemes.0"),
+    ("job constraints deep nesting", "job",
+     (upload([GOOD]), {}, {"constraints": json.dumps(NESTED)}), 400, "constraints"),
+    # --- the OpenAI Batch API: files
+    ("file without purpose", "file", (jsonl(line(GOOD)), {}), 400, "purpose"),
+    ("file for fine-tuning", "file", (jsonl(line(GOOD)), {"purpose": "fine-tune"}), 400,
+     "purpose"),
+    ("file line not JSON", "file", (b"{nope", {"purpose": "batch"}), 400, "file"),
+    ("file line nested past the recursion limit", "file", (DEEP.encode(), {"purpose": "batch"}),
+     400, "file"),
+    ("file not UTF-8", "file", (b"\xff\xfe\x00", {"purpose": "batch"}), 400, "file"),
+    ("file over the limit", "file", (b" " * 9000, {"purpose": "batch"}), 413, "file"),
+    # --- the OpenAI Batch API: batches
+    ("batch without input_file_id", "batches",
+     {"endpoint": "/v1/chat/completions", "completion_window": "24h"}, 400, "input_file_id"),
+    ("batch unknown input file", "batches",
+     {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions",
+      "completion_window": "24h"}, 404, "input_file_id"),
+    ("batch completion_window as a number", "batches",
+     {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions",
+      "completion_window": 24}, 400, "completion_window"),
+    ("batch metadata values not strings", "batches",
+     {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions",
+      "completion_window": "24h", "metadata": {"k": 1}}, 400, "metadata.k"),
+    ("batch metadata with a surrogate", "batches",
+     b'{"input_file_id": "f", "endpoint": "/v1/chat/completions", "completion_window": "24h", '
+     b'"metadata": {"k": "\\ud800"}}', 400, "metadata.k"),
+    ("batch body nested past the recursion limit", "batches", DEEP.encode(), 400, None),
+    ("batch line with a surrogate", "batch_lines",
+     b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": '
+     b'{"model": "fake-model", "messages": [{"role": "user", "content": "\\ud800"}]}}', 400,
+     "line[1].body.messages.0.content"),
+    ("batch line deep nesting", "batch_lines", jsonl(line(chat(tools=NESTED))), 400,
+     "line[1].body.tools"),
+    ("batch line max_tokens as a string", "batch_lines", jsonl(line(chat(max_tokens="4"))), 400,
+     "line[1].body.max_tokens"),
+    ("batch line NaN", "batch_lines",
+     b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": '
+     b'{"model": "fake-model", "messages": [], "temperature": NaN}}', 400,
+     "line[1].body.temperature"),
+    ("batch line surrogate custom_id", "batch_lines",
+     b'{"custom_id": "\\ud800", "method": "POST", "url": "/v1/chat/completions", "body": {}}',
+     400, "line[1].custom_id"),
+]
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture(scope="module")
+def client(smollm_tokenizer, tmp_path_factory) -> Iterator[TestClient]:
+    tmp: Path = tmp_path_factory.mktemp("bad-inputs")
+    settings = settings_for(
+        tmp,
+        MAX_REQUEST_BYTES=65_536,
+        BATCH_MAX_UPLOAD_BYTES=8192,
+        BATCH_MAX_ITEMS=4,
+        GENERATION_QUEUE_SIZE=8,
+    )
+    app = create_app(settings, engine=FakeEngine(smollm_tokenizer), batch=True)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert wait_ready(c)["status"] == "ready"
+        yield c
+
+
+@pytest.fixture(scope="module")
+def access_log() -> Iterator[Records]:
+    handler = Records()
+    logger = logging.getLogger("wordlist_generation.access")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def send(client: TestClient, route: str, payload: Any):  # noqa: ANN201
+    if route in ("chat", "preview", "batches"):
+        path = {
+            "chat": "/v1/chat/completions",
+            "preview": "/v1/constraints/preview",
+            "batches": "/v1/batches",
+        }[route]
+        content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return client.post(
+            path, content=content, headers={**AUTH, "content-type": "application/json"}
+        )
+    if route == "job":
+        data, query, form = payload
+        files: list[tuple[str, tuple[str, bytes]]] = []
+        if data is not None:
+            files.append(("file", ("items.json", data)))
+        if form.pop("second", False):
+            files.append(("file", ("more.json", data)))
+        return client.post(
+            "/v1/batch/jobs", params=query, data=form, files=files or None, headers=AUTH
+        )
+    if route == "file":
+        data, form = payload
+        return client.post(
+            "/v1/files", data=form, files={"file": ("in.jsonl", data)}, headers=AUTH
+        )
+    assert route == "batch_lines"
+    created = client.post(
+        "/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", payload)}, headers=AUTH
+    )
+    if created.status_code != 200:  # refused at upload already
+        return created
+    body = {
+        "input_file_id": created.json()["id"],
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    return client.post("/v1/batches", json=body, headers=AUTH)
+
+
+def test_the_table_is_large_enough() -> None:
+    assert len(CASES) >= 80
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("name,route,payload,status,param", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(client, access_log, name, route, payload, status, param) -> None:
+    if isinstance(payload, tuple):
+        payload = (payload[0], dict(payload[1]), dict(payload[2])) if len(payload) == 3 else (
+            payload[0], dict(payload[1]))
+    before = len(access_log.lines)
+    r = send(client, route, payload)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) >= {"message", "type", "param", "code"}
+    assert isinstance(err["message"], str) and err["message"]
+    assert err["param"] == param, err
+    assert r.text.encode("utf-8").decode("utf-8")  # the body is UTF-8 text
+    logged = access_log.lines[before:]
+    assert logged and logged[-1]["status"] == r.status_code
