@@ -80,6 +80,7 @@ def _load(state: ServerState, engine: Engine | None) -> None:
                 attn_implementation=s.ATTN_IMPLEMENTATION or None,
                 cache_dir=s.MODEL_CACHE_DIR,
                 served_model_id=s.SERVED_MODEL_ID or None,
+                cpu_quantization=s.CPU_QUANTIZATION,
             )
             engine = HFEngine(
                 loaded,

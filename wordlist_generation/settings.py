@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     TORCH_NUM_THREADS: int = Field(
         0, ge=0, description="torch intra-op threads per process; 0 = torch's default."
     )
+    CPU_QUANTIZATION: Literal["none", "int8", "int4"] = Field(
+        "none",
+        description="Weights of a model on the CPU: int4 or int8 kernels (opt-in until their "
+        "answer quality is measured against fp32), or none (TORCH_DTYPE as loaded). Never applied "
+        "on a GPU.",
+    )
 
     # --- generation limits ---
     MAX_INPUT_TOKENS: int = Field(4096, ge=1, description="Longer prompts get 400.")

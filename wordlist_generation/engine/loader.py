@@ -14,6 +14,7 @@ entry points to any more: the disk holds one conversion per distinct GGUF still 
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import importlib.metadata
@@ -229,6 +230,8 @@ class LoadedModel:
     model_id: str
     source: str
     load_seconds: float
+    #: The `CPU_QUANTIZATION` the model runs with ("none" on a GPU, where it never applies).
+    quantization: str = "none"
 
 
 def _resolve_dtype(name: str) -> Any:
@@ -255,11 +258,22 @@ def load_model(
     attn_implementation: str | None = None,
     cache_dir: Path | None = None,
     served_model_id: str | None = None,
+    cpu_quantization: str = "none",
 ) -> LoadedModel:
-    """Load the model and tokenizer named by the settings (None = the embedded default)."""
+    """Load the model and tokenizer named by the settings (None = the embedded default).
+
+    `cpu_quantization` (`none`, `int8`, `int4`: `engine.quant`) applies after loading, and only to
+    a model that sits entirely on the CPU; GPU placements keep their TORCH_DTYPE weights.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .quant import CPU_QUANTIZATIONS
+
+    if cpu_quantization not in CPU_QUANTIZATIONS:
+        raise ModelLoadError(
+            f"unknown CPU_QUANTIZATION {cpu_quantization!r}; expected one of {CPU_QUANTIZATIONS}"
+        )
     t0 = time.perf_counter()
     if not model_name:
         path = embedded_model_dir(cache_dir)
@@ -288,6 +302,7 @@ def load_model(
         raise ModelLoadError(f"could not load model {source!r}: {exc}") from exc
     model.eval()
     torch.set_grad_enabled(False)
+    quantization = quantize_on_cpu(model, cpu_quantization)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -297,7 +312,51 @@ def load_model(
         model_id=served_model_id or default_id,
         source=source,
         load_seconds=time.perf_counter() - t0,
+        quantization=quantization,
     )
+
+
+def quantize_on_cpu(model: Any, mode: str) -> str:
+    """Quantize `model` in place if it lives on the CPU; returns the quantization it runs with."""
+    from .quant import quantize_model
+
+    if mode == "none":
+        return "none"
+    devices = {p.device.type for p in model.parameters()}
+    if devices != {"cpu"}:
+        log.info("CPU_QUANTIZATION=%s not applied: the model is on %s", mode, sorted(devices))
+        return "none"
+    t0 = time.perf_counter()
+    report = quantize_model(model, mode)
+    _return_freed_memory()
+    head = report.head_weight_error
+    log.info(
+        "CPU_QUANTIZATION=%s in %.1f s: layers %s, %d fused decoder layers, weight error "
+        "(||W - Wq|| / ||W||) up to %.2g in projections, %s in the output head",
+        mode,
+        time.perf_counter() - t0,
+        report.layers,
+        report.fused_decoder_layers,
+        report.max_weight_error,
+        "n/a" if head is None else f"{head:.2g}",
+    )
+    if report.lossy_int4:
+        log.warning(
+            "CPU_QUANTIZATION=int4 changes this model's projections by up to %.1f%% (the embedded "
+            "model's, stored 4-bit in its GGUF, come back nearly exact); int8 keeps them closer",
+            100 * report.max_weight_error,
+        )
+    return mode
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap pages freed by quantizing (the fp32 projections' temporaries, ~300 MB for
+    the embedded model) back to the system: glibc keeps them otherwise, and every worker would
+    carry them. A no-op where `malloc_trim` does not exist."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 def build_tiny_model(dest: Path, tokenizer_dir: Path, *, seed: int = 0) -> Path:
