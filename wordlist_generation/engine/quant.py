@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -55,7 +55,8 @@ _CHUNK_ELEMENTS = 1 << 20
 
 def _stacked_weight(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The weights (and biases) of layers sharing one input, stacked along the output rows."""
-    weight = torch.cat([lin.weight.detach().float() for lin in linears])
+    weights = [lin.weight.detach().float() for lin in linears]
+    weight = weights[0] if len(weights) == 1 else torch.cat(weights)
     if all(lin.bias is None for lin in linears):
         return weight, None
     bias = torch.cat(
@@ -181,7 +182,7 @@ class Int4Linear(QuantizedLinear):
         )
 
 
-def projection_factory(mode: str):
+def projection_factory(mode: str) -> Callable[..., QuantizedLinear]:
     """The layer class for a model's projections under `mode` (int4 where the width allows)."""
 
     def make(*linears: nn.Linear) -> QuantizedLinear:
