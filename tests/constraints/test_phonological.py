@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from phonology_cases import DZ_FINAL_SHORT, NO_R_NO_L_TWO_S, compiled, load_lexicon
+from phonology_cases import DZ_FINAL_SHORT, NO_R_NO_L_TWO_S, compiled
 
 from wordlist_generation import errors
 from wordlist_generation.constraints import base
@@ -32,17 +32,6 @@ from wordlist_generation.constraints.phonology import (
 from wordlist_generation.constraints.phonology.phonemes import INVENTORY
 from wordlist_generation.constraints.spec import PhonologicalSpec
 from wordlist_generation.constraints.tokenizer import TokenizerTables
-
-
-@pytest.fixture(scope="module")
-def lexicon() -> Lexicon:
-    return load_lexicon()
-
-
-@pytest.fixture(scope="module")
-def tables(smollm_tokenizer: Any) -> TokenizerTables:
-    return TokenizerTables(smollm_tokenizer)
-
 
 # ----------------------------------------------------------------------------- validation
 

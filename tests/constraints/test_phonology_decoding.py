@@ -14,7 +14,6 @@ from phonology_cases import (
     QUALITY_COMBINATIONS,
     compiled,
     drive,
-    load_lexicon,
     replay,
 )
 
@@ -30,16 +29,6 @@ from wordlist_generation.constraints.phonology.tracking import goes_on
 from wordlist_generation.constraints.processor import ConstraintLogitsProcessor
 from wordlist_generation.constraints.separators import separator_regexes
 from wordlist_generation.constraints.tokenizer import TokenizerTables
-
-
-@pytest.fixture(scope="module")
-def lexicon() -> Lexicon:
-    return load_lexicon()
-
-
-@pytest.fixture(scope="module")
-def tables(smollm_tokenizer: Any) -> TokenizerTables:
-    return TokenizerTables(smollm_tokenizer)
 
 
 def test_replay_include_grammar(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from phonology_cases import DZ_FINAL_SHORT, load_lexicon
+from phonology_cases import DZ_FINAL_SHORT
 
 from wordlist_generation import errors
 from wordlist_generation.constraints.compiler import ConstraintCompiler
@@ -19,16 +19,6 @@ from wordlist_generation.constraints.phonology import (
 from wordlist_generation.constraints.spec import PhonologicalSpec
 from wordlist_generation.constraints.tokenizer import TokenizerTables
 from wordlist_generation.engine.loader import default_cache_dir
-
-
-@pytest.fixture(scope="module")
-def lexicon() -> Lexicon:
-    return load_lexicon()
-
-
-@pytest.fixture(scope="module")
-def tables(smollm_tokenizer: Any) -> TokenizerTables:
-    return TokenizerTables(smollm_tokenizer)
 
 
 @pytest.fixture(scope="module")
