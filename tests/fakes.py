@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wordlist_generation.engine.base import Engine
-from wordlist_generation.engine.params import GenerationJob, GenerationOutput
+from wordlist_generation.engine.params import GenerationJob, GenerationOutput, ScoreOutput
 from wordlist_generation.engine.rows import RowState, end_token_ids, job_output
 from wordlist_generation.settings import Settings
 
@@ -46,6 +46,8 @@ class FakeEngine(Engine):
         self.eos = min(self.eos_token_ids)
         #: Every job submitted, in order (tests inspect parameters and constraints).
         self.submitted: list[GenerationJob] = []
+        #: Every scoring call: (context ids, target ids, top_k).
+        self.scored: list[tuple[list[int], list[int], int]] = []
         #: Cleared to hold every generation before its first token (tests of queues/limits).
         self.gate = threading.Event()
         self.gate.set()
@@ -88,6 +90,20 @@ class FakeEngine(Engine):
                 rows.append(row.output())
             outputs.append(job_output(job, rows))
         return outputs
+
+    def score(self, context_ids: list[int], target_ids: list[int], top_k: int) -> ScoreOutput:
+        """Deterministic fake log-probabilities: each token's depends on it and the token before
+        it; the alternatives are the next `top_k` ids, less likely one after another."""
+        if not context_ids:
+            raise ValueError("scoring needs at least one context token")
+        self.scored.append((list(context_ids), list(target_ids), top_k))
+        before = [context_ids[-1], *target_ids][: len(target_ids)]
+        logprobs = [
+            -0.25 - ((7 * t + 3 * b) % 40) / 8 for t, b in zip(target_ids, before, strict=True)
+        ]
+        top_ids = [[(t + j) % 1000 for j in range(top_k)] for t in target_ids] if top_k else []
+        top_logprobs = [[-0.1 - j for j in range(top_k)] for _ in target_ids] if top_k else []
+        return ScoreOutput(logprobs, top_ids, top_logprobs)
 
     def close(self) -> None:
         self.gate.set()

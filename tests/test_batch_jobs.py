@@ -119,6 +119,7 @@ def test_constrained_job_happy_path(http):
         "length_penalty": 1.0,
         "vocab_lang": "en",
         "vocab_n_words": 500,
+        "vocab_unit": "word",
         "constraints": None,
     }
 

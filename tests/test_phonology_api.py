@@ -163,7 +163,7 @@ def test_soft_constraint_picks_among_drafts(tiny_server) -> None:
     )
     drafts = r.model_extra["constraint"]["drafts"]
     assert len(drafts) == 3 and sum(d["selected"] for d in drafts) == 1
-    best = max(drafts, key=lambda d: (d["compliant"], d["soft_score"], d["mean_logprob"] or -1e9))
+    best = max(drafts, key=lambda d: (d["compliant"], d["soft_score"], d["fluency"] or -1e9))
     assert best["selected"]
     assert r.choices[0].message.content == best["text"]
 

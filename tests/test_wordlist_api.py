@@ -153,3 +153,34 @@ def test_unconstrained_reports_null_constraint(tiny_server) -> None:
         json={"model": MODEL, "messages": MSG, "max_tokens": 2, "num_beams": 1},
     ).json()
     assert "constraint" in r and r["constraint"] is None
+
+
+def test_lemma_unit_counts_headwords(tiny_server) -> None:
+    """es/1000 headwords: every word of the answer is a form of one of them (checked against
+    the shipped lemma file by the independent checker), and the response says so."""
+    r = ask(tiny_server, extra_body={"num_beams": 1, "vocab_unit": "lemma"}, max_tokens=32)
+    text = r.choices[0].message.content
+    assert words(text), text
+    assert violations(text, "es", 1000, unit="lemma") == [], text
+    info = r.model_extra["constraint"]
+    assert info["vocab_unit"] == "lemma" and info["vocab_n_words"] == 1000
+    assert info["allowed_forms"] > 1000 and info["compliant"] is True
+
+
+def test_greedy_drafts_are_ranked_by_fluency(tiny_server) -> None:
+    """A greedy request with drafts: draft 0 is the greedy answer, the others are sampled; the
+    kept one is the most fluent compliant draft, and the same request gives the same answer."""
+    extra = {"num_beams": 1, "drafts": 3}
+    first = ask(tiny_server, extra_body=extra)
+    greedy = ask(tiny_server, extra_body={"num_beams": 1})
+    drafts = first.model_extra["constraint"]["drafts"]
+    assert [d["draft"] for d in drafts] == [0, 1, 2]
+    assert drafts[0]["text"] == greedy.choices[0].message.content
+    assert len({d["text"] for d in drafts}) > 1  # sampled drafts differ
+    assert all(d["mean_logprob_unconstrained"] is not None for d in drafts)
+    best = max(drafts, key=lambda d: (d["compliant"], d["fluency"]))
+    assert best["selected"] and sum(d["selected"] for d in drafts) == 1
+    assert first.choices[0].message.content == best["text"]
+    assert_in_list(best["text"])
+    again = ask(tiny_server, extra_body=extra)
+    assert again.choices[0].message.content == first.choices[0].message.content

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from .protocol import ChatCompletion, ModelList
+from .protocol.score import ScoreResponse
 from .routers.batch_models import (
     BatchList,
     BatchObject,
@@ -73,6 +74,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     ModelList,
     WordlistList,
     ChatCompletion,
+    ScoreResponse,
     JobAccepted,
     JobObject,
     JobList,
@@ -116,6 +118,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, dict[str, Any], tuple[int, ...]]] =
     ("post", "/v1/chat/completions"): (
         "200",
         _json(_ref(ChatCompletion)) | SSE,
+        (400, 401, 404, 413, 422, 429, 503),
+    ),
+    ("post", "/v1/score"): (
+        "200",
+        _json(_ref(ScoreResponse)),
         (400, 401, 404, 413, 422, 429, 503),
     ),
     ("post", "/v1/constraints/preview"): ("200", _json(OBJECT), (400, 401, 413, 422, 429, 503)),

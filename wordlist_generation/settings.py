@@ -96,6 +96,15 @@ class Settings(BaseSettings):
     MAX_WORK_TOKENS: int = Field(
         65_536, ge=1, description="Cap on n x num_beams x max_tokens for one request."
     )
+    MAX_DRAFTS: int = Field(
+        8, ge=1, description="Largest accepted drafts (candidates per returned choice)."
+    )
+    DRAFT_TEMPERATURE: float = Field(
+        0.5,
+        gt=0,
+        le=2,
+        description="Temperature of the sampled drafts of a greedy request (drafts > 1).",
+    )
     GENERATION_MAX_CONCURRENCY: int = Field(
         16,
         ge=1,

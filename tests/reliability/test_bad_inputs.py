@@ -1,5 +1,5 @@
-"""A table of bad inputs over every route that takes input: chat, preview, the job API and the
-OpenAI Batch API. Each must be a 4xx in OpenAI's error shape naming the field at fault, and the
+"""A table of bad inputs over every route that takes input: chat, preview, score, the job API and
+the OpenAI Batch API. Each must be a 4xx in OpenAI's error shape naming the field at fault, and the
 access log must record the status the client got. In-process (fake engine, real tokenizer, word
 lists and compiler): no 5xx may come from input, whatever the engine."""
 
@@ -34,6 +34,14 @@ def raw_chat(fragment: str) -> bytes:
             f'"max_tokens": 4, {fragment}}}').encode()
 
 
+def score(**kw: Any) -> dict[str, Any]:
+    return {"model": MODEL, "text": "Hola mundo", **kw}
+
+
+def texts(*items: Any) -> dict[str, Any]:
+    return {"model": MODEL, "texts": list(items)}
+
+
 def surrogate(text: str = "a\\ud800b") -> str:
     """JSON text of a string holding a lone surrogate escape (Python's json writes it as is)."""
     return f'"{text}"'
@@ -53,8 +61,8 @@ def line(body: Any, custom_id: str = "a") -> dict[str, Any]:
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
-#: (name, route, payload, status, param). Routes: `chat` and `preview` (payload: a JSON value, or
-#: raw bytes), `job` (payload: (file bytes, query, form)), `file` ((file bytes, form)), `batches`
+#: (name, route, payload, status, param). Routes: `chat`, `preview` and `score` (payload: a JSON
+#: value, or raw bytes), `job` (payload: (file bytes, query, form)), `file` ((file bytes, form)), `batches`
 #: (a JSON body for POST /v1/batches), `batch_lines` (JSONL uploaded, then a batch created on it).
 CASES: list[tuple[str, str, Any, int, str | None]] = [
     # --- chat: text that is not Unicode (lone surrogates) in every place a string goes
@@ -116,6 +124,16 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
     ("num_beams as a string", "chat", chat(num_beams="2"), 400, "num_beams"),
     ("top_k zero", "chat", chat(temperature=1, top_k=0), 400, "top_k"),
     ("drafts zero", "chat", chat(drafts=0), 400, "drafts"),
+    ("drafts above MAX_DRAFTS", "chat", chat(vocab_lang="es", vocab_n_words=100, drafts=9), 400,
+     "drafts"),
+    ("drafts as a string", "chat", chat(vocab_lang="es", vocab_n_words=100, drafts="3"), 400,
+     "drafts"),
+    ("drafts without a vocabulary", "chat", chat(drafts=2), 400, "drafts"),
+    ("n x drafts over the work cap", "chat",
+     chat(vocab_lang="es", vocab_n_words=100, temperature=1, n=4, drafts=8, max_tokens=1024),
+     400, "drafts"),
+    ("drafts beyond the beams", "chat",
+     chat(vocab_lang="es", vocab_n_words=100, num_beams=2, drafts=3), 400, "drafts"),
     ("repetition_penalty zero", "chat", chat(repetition_penalty=0), 400, "repetition_penalty"),
     ("messages as a string", "chat", chat(messages="Hi"), 400, "messages"),
     ("a null message", "chat", chat(messages=[None]), 400, "messages.0"),
@@ -145,6 +163,16 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
      400, "vocab_lang"),
     ("vocab_lang unknown", "chat", chat(vocab_lang="zz", vocab_n_words=10), 404, "vocab_lang"),
     ("vocab_lang without a size", "chat", chat(vocab_lang="es"), 400, "vocab_n_words"),
+    ("vocab_unit unknown", "chat", chat(vocab_lang="es", vocab_n_words=10, vocab_unit="stem"),
+     400, "vocab_unit"),
+    ("vocab_unit as a number", "chat", chat(vocab_lang="es", vocab_n_words=10, vocab_unit=1),
+     400, "vocab_unit"),
+    ("vocab_unit without a list", "chat", chat(vocab_unit="lemma"), 400, "vocab_unit"),
+    ("vocab_unit lemma with sounds", "chat",
+     chat(vocab_unit="lemma", constraints=[{"type": "exclude", "phonemes": ["r"]}]), 400,
+     "vocab_unit"),
+    ("more headwords than the lemma list", "chat",
+     chat(vocab_lang="es", vocab_n_words=49_999, vocab_unit="lemma"), 400, "vocab_n_words"),
     ("constraints not a list", "chat", chat(constraints={"type": "exclude"}), 400,
      "constraints"),
     ("unknown constraint type", "chat", chat(constraints=[{"type": "nope"}]), 400,
@@ -175,6 +203,34 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
      b'{"constraints": [{"type": "bound", "norm": "zipf", "max_value": NaN}]}', 400,
      "constraints.0.max_value"),
     ("preview nesting past the recursion limit", "preview", DEEP.encode(), 400, None),
+    # --- score
+    ("score with both text and texts", "score", score(texts=["Hola"]), 400, "texts"),
+    ("score with neither text nor texts", "score", {"model": MODEL}, 400, "text"),
+    ("score empty text", "score", score(text=""), 400, "text"),
+    ("score empty texts list", "score", texts(), 400, "texts"),
+    ("score empty item of texts", "score", texts("Hola", ""), 400, "texts.1"),
+    ("score texts over MAX_N", "score", texts(*["Hola"] * 9), 400, "texts"),
+    ("score text as a number", "score", score(text=3), 400, "text"),
+    ("score texts item as a number", "score", texts("Hola", 3), 400, "texts.1"),
+    ("score surrogate in text", "score",
+     f'{{"model": "{MODEL}", "text": {surrogate()}}}'.encode(), 400, "text"),
+    ("score top_k above 20", "score", score(detail="per_token", top_k=21), 400, "top_k"),
+    ("score top_k as a string", "score", score(detail="per_token", top_k="3"), 400, "top_k"),
+    ("score top_k with summary", "score", score(top_k=3), 400, "top_k"),
+    ("score top_k with per_word", "score", score(detail="per_word", top_k=3), 400, "top_k"),
+    ("score detail unknown", "score", score(detail="per_char"), 400, "detail"),
+    ("score vocab_n_words without vocab_lang", "score", score(vocab_n_words=10), 400,
+     "vocab_lang"),
+    ("score vocab_lang unknown", "score", score(vocab_lang="zz", vocab_n_words=10), 404,
+     "vocab_lang"),
+    ("score unknown field", "score", score(temperature=1), 400, "temperature"),
+    ("score unknown model", "score", score(model="nope"), 404, "model"),
+    ("score empty messages", "score", score(messages=[]), 400, "messages"),
+    ("score text past MAX_INPUT_TOKENS", "score", score(text="hola " * 5000), 400, "text"),
+    ("score second text past MAX_INPUT_TOKENS", "score", texts("Hola", "hola " * 5000), 400,
+     "texts.1"),
+    ("score messages past MAX_INPUT_TOKENS", "score",
+     score(messages=[{"role": "user", "content": "hola " * 5000}]), 400, "messages"),
     # --- the job API
     ("job without a file", "job", (None, {}, {}), 400, "file"),
     ("job with two files", "job", (b"[]", {}, {"second": True}), 400, "file"),
@@ -198,6 +254,12 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
      "max_tokens"),
     ("job vocab_n_words without a language", "job",
      (upload([GOOD]), {"vocab_n_words": "10"}, {}), 400, "vocab_lang"),
+    ("job vocab_unit unknown", "job",
+     (upload([GOOD]), {"vocab_lang": "es", "vocab_n_words": "10", "vocab_unit": "x"}, {}), 400,
+     "vocab_unit"),
+    ("job item drafts above MAX_DRAFTS", "job",
+     (upload([chat(drafts=99)]), {"vocab_lang": "es", "vocab_n_words": "10"}, {}), 400,
+     "[0].drafts"),
     ("job constraints nested past the recursion limit", "job",
      (upload([GOOD]), {}, {"constraints": DEEP}), 400, "constraints"),
     ("job constraints with a surrogate", "job",
@@ -238,6 +300,9 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
      "line[1].body.tools"),
     ("batch line max_tokens as a string", "batch_lines", jsonl(line(chat(max_tokens="4"))), 400,
      "line[1].body.max_tokens"),
+    ("batch line vocab_unit unknown", "batch_lines",
+     jsonl(line(chat(vocab_lang="es", vocab_n_words=10, vocab_unit="x"))), 400,
+     "line[1].body.vocab_unit"),
     ("batch line NaN", "batch_lines",
      b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": '
      b'{"model": "fake-model", "messages": [], "temperature": NaN}}', 400,
@@ -266,6 +331,7 @@ def client(smollm_tokenizer, tmp_path_factory) -> Iterator[TestClient]:
         BATCH_MAX_UPLOAD_BYTES=8192,
         BATCH_MAX_ITEMS=4,
         GENERATION_QUEUE_SIZE=8,
+        MAX_WORK_TOKENS=16_384,
     )
     app = create_app(settings, engine=FakeEngine(smollm_tokenizer), batch=True)
     with TestClient(app, raise_server_exceptions=False) as c:
@@ -283,10 +349,11 @@ def access_log() -> Iterator[Records]:
 
 
 def send(client: TestClient, route: str, payload: Any):  # noqa: ANN201
-    if route in ("chat", "preview", "batches"):
+    if route in ("chat", "preview", "score", "batches"):
         path = {
             "chat": "/v1/chat/completions",
             "preview": "/v1/constraints/preview",
+            "score": "/v1/score",
             "batches": "/v1/batches",
         }[route]
         content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

@@ -1,13 +1,23 @@
-"""Draft selection: compliance first, then the soft score, then fluency (mean log-probability)."""
+"""Draft selection: compliance first, then the soft score, then fluency (the unmasked mean
+log-probability less a repetition penalty)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from wordlist_generation.constraints.base import CheckReport, CompiledConstraint
 from wordlist_generation.engine.params import ChoiceOutput, GenerationOutput, SamplingParams
 from wordlist_generation.errors import InvalidRequest
-from wordlist_generation.services.drafts import DEFAULT_DRAFTS, choose_drafts, select_drafts
+from wordlist_generation.services.drafts import (
+    DEFAULT_DRAFTS,
+    REPEAT_WEIGHT,
+    choose_drafts,
+    draft_params,
+    repeated_trigrams,
+    select_drafts,
+)
 
 
 class Soft(CompiledConstraint):
@@ -77,16 +87,52 @@ def test_how_many_drafts():
     assert choose_drafts(Soft(), sample(), 5) == 5
     assert choose_drafts(Soft(), beams(10, 2), None) == DEFAULT_DRAFTS
     assert choose_drafts(Soft(), beams(4, 2), None) == 2
-    assert choose_drafts(Soft(), beams(1), None) == 1  # greedy has one candidate
+    assert choose_drafts(Soft(), beams(1), None) == 1  # greedy: one unless asked
+    assert choose_drafts(Soft(), beams(1), 3) == 3  # ... then the others are sampled
     assert choose_drafts(Hard(), sample(), None) == 1
+    assert choose_drafts(Hard(), sample(), 2) == 2  # word lists rank drafts by fluency
+    assert choose_drafts(Hard(), beams(1), 4) == 4
     assert choose_drafts(None, sample(), None) == 1
+    assert choose_drafts(None, sample(), 1) == 1
 
 
 @pytest.mark.parametrize(
     ("constraint", "params", "asked"),
-    [(Hard(), sample(), 2), (None, sample(), 3), (Soft(), beams(4, 2), 3)],
+    [(None, sample(), 3), (Soft(), beams(4, 2), 3), (Hard(), sample(), 9), (Hard(), beams(1), 9)],
 )
 def test_impossible_drafts_are_400_naming_drafts(constraint, params, asked):
     with pytest.raises(InvalidRequest) as err:
-        choose_drafts(constraint, params, asked)
+        choose_drafts(constraint, params, asked, max_drafts=8)
     assert err.value.param == "drafts"
+
+
+def test_greedy_drafts_keep_the_greedy_answer_and_sample_the_rest():
+    greedy = SamplingParams(max_new_tokens=8)
+    params = draft_params(greedy, 3, 0.7)
+    assert (params.n, params.do_sample, params.temperature, params.seed) == (3, True, 0.7, 0)
+    assert [params.samples(c) for c in range(3)] == [False, True, True]
+    assert draft_params(replace(greedy, seed=5), 3, 0.7).seed == 5  # the request's own seed
+    assert draft_params(sample(2), 3, 0.7) == replace(sample(2), n=6)  # more samples, as asked
+    assert draft_params(greedy, 1, 0.7) is greedy
+
+
+def test_fluency_uses_the_unmasked_logprob_and_penalises_loops():
+    c = Hard()
+    loop = "el perro y el perro y el perro y el perro"
+    fluent = "el perro come pan en la casa de mi madre"
+    out = GenerationOutput(
+        choices=[
+            ChoiceOutput(0, loop, [1], "stop", score=-0.2, raw_score=-0.5),
+            ChoiceOutput(1, fluent, [1], "stop", score=-0.1, raw_score=-1.2),
+        ],
+        prompt_tokens=1,
+        completion_tokens=2,
+        seconds=0,
+    )
+    assert repeated_trigrams(fluent) == 0.0
+    assert repeated_trigrams(loop) == pytest.approx(6 / 9)
+    kept, _, drafts = select_drafts(c, 1, out, [c.check(ch.text) for ch in out.choices])
+    assert kept.choices[0].text == fluent  # -1.2 beats -0.5 - 2 x 6/9
+    assert drafts[0]["fluency"] == pytest.approx(-0.5 - REPEAT_WEIGHT * 6 / 9, abs=1e-4)
+    assert drafts[1]["mean_logprob_unconstrained"] == -1.2
+    assert "soft_score" not in drafts[0]  # no soft constraints, no soft score

@@ -29,6 +29,7 @@ JOB_WIDE_FIELDS: frozenset[str] = frozenset(
         "length_penalty",
         "vocab_lang",
         "vocab_n_words",
+        "vocab_unit",
     }
 )
 
@@ -51,6 +52,7 @@ class JobParams:
     length_penalty: float | None = None
     vocab_lang: str | None = None
     vocab_n_words: int | None = None
+    vocab_unit: str | None = None
     #: Job-wide phonological constraints (the raw list, validated and compiled at upload).
     constraints: list[dict[str, Any]] | None = None
 
@@ -64,6 +66,7 @@ class JobParams:
         length_penalty: float | None,
         vocab_lang: str | None,
         vocab_n_words: int | None,
+        vocab_unit: str | None = None,
     ) -> JobParams:
         """Defaults from the settings; explicit values above the maxima are refused, as on chat.
 
@@ -83,6 +86,7 @@ class JobParams:
             length_penalty=length_penalty,
             vocab_lang=vocab_lang,
             vocab_n_words=vocab_n_words,
+            vocab_unit=vocab_unit,
         )
 
     def with_constraints(self, raw: str) -> JobParams:
@@ -98,7 +102,9 @@ class JobParams:
 
     def spec(self) -> ConstraintSpec | None:
         """The job's vocabulary; a bad combination of fields is a 400 naming the query field."""
-        return constraint_spec(self.vocab_lang, self.vocab_n_words, self.constraints)
+        return constraint_spec(
+            self.vocab_lang, self.vocab_n_words, self.constraints, vocab_unit=self.vocab_unit
+        )
 
     def apply(self, request: ChatCompletionRequest) -> ChatCompletionRequest:
         """The item with the job-wide values in place, following the chat decoding rule."""
@@ -107,6 +113,7 @@ class JobParams:
             "max_completion_tokens": None,
             "vocab_lang": self.vocab_lang,
             "vocab_n_words": self.vocab_n_words,
+            "vocab_unit": self.vocab_unit,
             "constraints": self.constraints,
         }
         if request.temperature is not None and request.temperature > 0:
@@ -136,6 +143,7 @@ class JobParams:
             "length_penalty": 1.0 if self.length_penalty is None else self.length_penalty,
             "vocab_lang": self.vocab_lang,
             "vocab_n_words": self.vocab_n_words,
+            "vocab_unit": self.vocab_unit or "word",
             "constraints": self.constraints,
         }
 
@@ -159,6 +167,7 @@ async def job_params(
     vocab_lang: str | None,
     vocab_n_words: int | None,
     constraints: str | None,
+    vocab_unit: str | None = None,
 ) -> JobParams:
     """Every check of the job-wide query parameters, before the file is even read."""
     params = JobParams.from_query(
@@ -168,6 +177,7 @@ async def job_params(
         length_penalty=length_penalty,
         vocab_lang=vocab_lang,
         vocab_n_words=vocab_n_words,
+        vocab_unit=vocab_unit,
     )
     if constraints is not None:
         params = params.with_constraints(constraints)

@@ -13,14 +13,20 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True)
 class WordlistSpec:
-    """The `n_words` most frequent entries of the list for `lang` (`vocab_lang`/`vocab_n_words`)."""
+    """The `n_words` most frequent entries of the list for `lang` (`vocab_lang`/`vocab_n_words`).
+
+    `unit` says what `n_words` counts (`vocab_unit`): word forms ("word"), or headwords
+    ("lemma"), whose forms in the word list are then all allowed.
+    """
 
     kind: ClassVar[str] = "wordlist"
     lang: str
     n_words: int
+    unit: str = "word"
 
     def label(self) -> str:
-        return f"{self.lang}:{self.n_words}"
+        suffix = "" if self.unit == "word" else f":{self.unit}"
+        return f"{self.lang}:{self.n_words}{suffix}"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ servers streaming text back) fit it unchanged:
   outputs; each row streams its text through its own `on_delta` callback as it is produced, and
   stops within a token when its `cancel` event is set (`cancel`);
 - `batch_key` says which rows may share one `submit` (the batch worker groups by it);
+- `score` reads a given text instead of writing one: the log-probability of each of its tokens
+  (blocking; services call it in a thread);
 - `describe` reports the model.
 
 No HTTP here, and no module-level state: an engine is created by the app's lifespan (or injected
@@ -21,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Hashable, Sequence
 from typing import Any
 
-from .params import GenerationJob, GenerationOutput, SamplingParams
+from .params import GenerationJob, GenerationOutput, SamplingParams, ScoreOutput
 
 
 class Engine(ABC):
@@ -45,6 +47,13 @@ class Engine(ABC):
         rows run; the awaitable resolves when every row has finished, been cancelled or failed.
         Every job of one call must have the same `batch_key`.
         """
+
+    @abstractmethod
+    def score(self, context_ids: list[int], target_ids: list[int], top_k: int) -> ScoreOutput:
+        """The log-probability of each of `target_ids` given everything before it (`context_ids`
+        first, which must not be empty), and the `top_k` most likely tokens at each of those
+        positions. No sampling, no penalties, no constraint: the model's own distribution on the
+        weights that generate. Blocking."""
 
     def cancel(self, job: GenerationJob) -> None:
         """Stop one row (within a token); its output comes back with what it had."""

@@ -32,12 +32,15 @@ from transformers import (
 from ..constraints.base import SequenceConstraint
 from .base import Engine
 from .loader import LoadedModel
-from .params import GenerationJob, GenerationOutput
+from .params import GenerationJob, GenerationOutput, ScoreOutput
 from .rows import RowState, end_token_ids, finished_sequence, job_output
-from .sampling import PenaltyProcessor, Picker, needs_penalties, row_seed
+from .sampling import PenaltyProcessor, Picker, RawLogprobs, needs_penalties, row_seed
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+#: Positions whose float32 log-softmax is computed at once when scoring a text.
+_SCORE_SLICE = 256
 
 
 class StepObserver(StoppingCriteria):
@@ -145,6 +148,39 @@ class HFEngine(Engine):
     def close(self) -> None:
         self.scheduler.close()
 
+    def score(self, context_ids: list[int], target_ids: list[int], top_k: int) -> ScoreOutput:
+        """One plain forward pass over context + target, run on the scheduler's thread between
+        two decoding steps (`Scheduler.call`): the thread that owns the model, so the pass never
+        overlaps a decoding step, a prefill or a beam search, and running rows wait for it as they
+        wait for one prefill chunk. Blocking: the caller's thread waits for the result."""
+        if not context_ids:
+            raise ValueError("scoring needs at least one context token")
+        return self.scheduler.call(lambda: self._score(context_ids, target_ids, top_k)).result()
+
+    def _score(self, context_ids: list[int], target_ids: list[int], top_k: int) -> ScoreOutput:
+        """Float32 log-softmax of the logits at positions len(context) - 1 .. end - 1 (each
+        predicts the next token), read a slice of positions at a time so that only the model's
+        own logits are held whole."""
+        t0 = time.perf_counter()
+        n = len(target_ids)
+        with torch.inference_mode():
+            ids = torch.tensor([context_ids + target_ids], dtype=torch.long, device=self.device)
+            # Logits of the last n + 1 positions; the very last predicts past the text.
+            logits = self.model(input_ids=ids, use_cache=False, logits_to_keep=n + 1).logits[0]
+            targets = torch.tensor(target_ids, dtype=torch.long, device=logits.device)
+            logprobs: list[float] = []
+            top_ids: list[list[int]] = []
+            top_logprobs: list[list[float]] = []
+            for start in range(0, n, _SCORE_SLICE):
+                end = min(n, start + _SCORE_SLICE)
+                logp = torch.log_softmax(logits[start:end].float(), dim=-1)
+                logprobs += logp.gather(1, targets[start:end, None])[:, 0].tolist()
+                if top_k > 0:
+                    values, indices = torch.topk(logp, top_k, dim=-1)
+                    top_ids += indices.tolist()
+                    top_logprobs += values.tolist()
+        return ScoreOutput(logprobs, top_ids, top_logprobs, time.perf_counter() - t0)
+
     # ------------------------------------------------------------------ text
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
@@ -216,7 +252,7 @@ class HFEngine(Engine):
         for job in jobs:
             for choice in range(job.params.n):
                 gen = None
-                if job.params.do_sample:
+                if job.params.samples(choice):
                     gen = torch.Generator(device="cpu").manual_seed(
                         row_seed(job.params.seed, choice)
                     )
@@ -224,7 +260,8 @@ class HFEngine(Engine):
         input_ids, attention_mask = self._batch_inputs([row.job.prompt_ids for row in rows])
         prompt_len = input_ids.shape[1]
         roots = [row.job.constraint.start() if row.job.constraint else None for row in rows]
-        processors = LogitsProcessorList()
+        raw = RawLogprobs()
+        processors = LogitsProcessorList([raw])
         if needs_penalties([row.job.params for row in rows]):
             processors.append(PenaltyProcessor([row.job.params for row in rows], prompt_len))
         constraint_proc = self._constraint_processor(
@@ -232,7 +269,7 @@ class HFEngine(Engine):
         )
         if constraint_proc is not None:
             processors.append(constraint_proc)
-        processors.append(Picker(rows))
+        processors.append(Picker(rows, raw))
         observer = StepObserver(self, rows, prompt_len)
         if constraint_proc is not None:
             observer.constraint_errors = constraint_proc.errors

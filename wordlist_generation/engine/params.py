@@ -26,6 +26,13 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
+    #: Choices below this index pick the most likely token even when sampling: the greedy draft
+    #: among the sampled drafts of a greedy request.
+    greedy_choices: int = 0
+
+    def samples(self, choice: int) -> bool:
+        """True when `choice` draws its tokens (it has its own seeded generator)."""
+        return self.do_sample and choice >= self.greedy_choices
 
     @property
     def mode(self) -> str:
@@ -69,6 +76,9 @@ class ChoiceOutput:
     error: str | None = None
     #: Mean log-probability of the chosen tokens (sampling/greedy) or the beam score.
     score: float | None = None
+    #: Mean log-probability of the chosen tokens under the model alone (before penalties and the
+    #: constraint mask); None where the engine does not know it (beams).
+    raw_score: float | None = None
 
 
 @dataclass
@@ -78,3 +88,16 @@ class GenerationOutput:
     completion_tokens: int
     seconds: float
     cancelled: bool = False
+
+
+@dataclass
+class ScoreOutput:
+    """How likely the model finds each target token after what precedes it (`Engine.score`)."""
+
+    #: Natural-log probability of each target token, in order.
+    logprobs: list[float]
+    #: Per target token, the `top_k` most likely token ids at that position, most likely first,
+    #: and their log-probabilities; empty lists when `top_k` is 0.
+    top_ids: list[list[int]] = field(default_factory=list)
+    top_logprobs: list[list[float]] = field(default_factory=list)
+    seconds: float = 0.0

@@ -9,6 +9,7 @@ answer to its last whole word and holds back an unfinished word while streaming.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +78,16 @@ class RowState:
     done: bool = False
     finish_reason: str = "length"
     logprob_sum: float = 0.0
+    #: Sum of the chosen tokens' log-probabilities before penalties and the constraint mask.
+    raw_logprob_sum: float = 0.0
     error: str | None = None
+
+    def add_logprobs(self, decoded: float, raw: float) -> None:
+        """Record the chosen token's log-probability as decoded and under the model alone."""
+        if math.isfinite(decoded):
+            self.logprob_sum += decoded
+        if math.isfinite(raw):
+            self.raw_logprob_sum += raw
 
     def push(
         self,
@@ -141,6 +151,7 @@ class RowState:
             finish_reason=self.finish_reason,
             error=self.error,
             score=self.logprob_sum / max(1, len(self.tokens)),
+            raw_score=self.raw_logprob_sum / max(1, len(self.tokens)),
         )
 
 

@@ -71,8 +71,8 @@ def pick_token(
     scores: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
 ) -> int:
     """One row's next token from its processed logits: sampled with the row's own generator
-    (temperature, top-k, top-p), or the argmax."""
-    if not params.do_sample:
+    (temperature, top-k, top-p), or the argmax (greedy, or a greedy draft: no generator)."""
+    if not params.do_sample or generator is None:
         return int(torch.argmax(scores))
     logits = scores.float() / params.temperature
     if params.top_k is not None and params.top_k < logits.numel():
@@ -89,23 +89,37 @@ def pick_token(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+class RawLogprobs(LogitsProcessor):
+    """First in the list: keeps the model's own log-probabilities of the step (before penalties
+    and the constraint mask) for `Picker` to record."""
+
+    def __init__(self) -> None:
+        self.logp: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.logp = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+
 class Picker(LogitsProcessor):
     """Chooses each row's next token itself (`pick_token`) and returns a one-hot distribution so
     that greedy `generate` follows the choice."""
 
-    def __init__(self, rows: Sequence[RowState]) -> None:
+    def __init__(self, rows: Sequence[RowState], raw: RawLogprobs | None = None) -> None:
         self.rows = rows
+        self.raw = raw
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         out = torch.full_like(scores, -math.inf)
         logp = torch.log_softmax(scores.float(), dim=-1)
+        raw = self.raw.logp if self.raw is not None else None
         for r, row in enumerate(self.rows):
             if row.done:
                 out[r, 0] = 0.0
                 continue
             token = pick_token(scores[r], row.job.params, row.generator)
-            lp = float(logp[r, token])
-            if math.isfinite(lp):
-                row.logprob_sum += lp
+            row.add_logprobs(
+                float(logp[r, token]), float(raw[r, token]) if raw is not None else math.nan
+            )
             out[r, token] = 0.0
         return out

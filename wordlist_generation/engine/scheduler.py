@@ -12,6 +12,9 @@ One thread owns the model. Each loop iteration:
 4. retires finished rows (their cache rows are dropped, padding columns no row needs are trimmed)
    and completes the jobs whose rows are all done.
 
+Other work on the model (`call`: scoring a text) runs on the same thread between steps, one call
+per iteration, so it never overlaps a decoding step and never waits behind a busy lock.
+
 Each row keeps its own constraint state, seeded generator, penalties, stops, `max_tokens` and
 cancellation (`engine.rows` and `engine.sampling`, shared with the transformers engine), so a row
 decodes exactly as it would alone: the other rows only share the forward pass. Admission (how many
@@ -20,15 +23,15 @@ rows at once, the bounded queue, 429) is the limiter's, sized in rows to `max_ro
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
-import math
 import queue
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from transformers import DynamicCache
@@ -42,6 +45,23 @@ from .sampling import apply_penalties, needs_penalties, pick_token, row_seed
 log = logging.getLogger(__name__)
 
 Done = Callable[[list[GenerationOutput] | BaseException], None]
+T = TypeVar("T")
+
+
+@dataclass
+class _Call:
+    """Work on the model from outside the decoding loop (`Scheduler.call`)."""
+
+    fn: Callable[[], Any]
+    future: concurrent.futures.Future[Any]
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(self.fn())
+        except Exception as exc:
+            self.future.set_exception(exc)
 
 
 @dataclass
@@ -179,8 +199,9 @@ class Scheduler:
         self.max_rows = max_rows
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
-        self._inbox: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Entry | _Call | None] = queue.SimpleQueue()
         self._beams: deque[_Entry] = deque()
+        self._calls: deque[_Call] = deque()
         self._prefills: deque[_Prefill] = deque()
         self._seqs: list[_Seq] = []
         self._cache: DynamicCache | None = None
@@ -205,6 +226,16 @@ class Scheduler:
             return
         self._inbox.put(entry)
 
+    def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run `fn` on the scheduler thread between two decoding steps (one call per step, in
+        the order they came), so that it may use the model while rows are decoding: the model is
+        only ever run by this thread. The future holds its result or its exception."""
+        if self._stopping:
+            raise RuntimeError("the scheduler is stopped")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._inbox.put(_Call(fn, future))
+        return future
+
     @property
     def running_rows(self) -> int:
         return len(self._seqs)
@@ -219,12 +250,14 @@ class Scheduler:
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._stopping:
-                self._take(block=not (self._seqs or self._prefills or self._beams))
+                busy = self._seqs or self._prefills or self._beams or self._calls
+                self._take(block=not busy)
                 try:
                     self._iterate()
                 except Exception as exc:  # fail what was in flight, keep serving
                     log.exception("decoding step failed")
                     self._fail_all(exc)
+        self._take(block=False)  # what came in meanwhile fails too, rather than waiting forever
         self._fail_all(RuntimeError("the server is shutting down"))
 
     def _take(self, block: bool) -> None:
@@ -239,7 +272,10 @@ class Scheduler:
             except queue.Empty:
                 return
 
-    def _accept(self, entry: _Entry) -> None:
+    def _accept(self, entry: _Entry | _Call) -> None:
+        if isinstance(entry, _Call):
+            self._calls.append(entry)
+            return
         if entry.jobs[0].params.mode == "beam":
             self._beams.append(entry)
             return
@@ -249,6 +285,8 @@ class Scheduler:
             self._prefills.append(_Prefill(entry, i, ids, cache, pos=reused))
 
     def _iterate(self) -> None:
+        if self._calls:
+            self._calls.popleft().run()
         if self._beams:
             entry = self._beams.popleft()
             try:
@@ -304,7 +342,7 @@ class Scheduler:
         seqs = group.seqs
         for choice in range(job.params.n):
             generator = None
-            if job.params.do_sample:
+            if job.params.samples(choice):
                 generator = torch.Generator(device="cpu").manual_seed(
                     row_seed(job.params.seed, choice)
                 )
@@ -379,6 +417,7 @@ class Scheduler:
         if row.job.cancel.is_set():
             row.finish("cancelled")
             return
+        raw = scores.clone()  # the model's own distribution, for `raw_score`
         if needs_penalties([params]):
             apply_penalties(scores, torch.tensor(seq.ids), seq.prompt_len, params)
         if seq.constraint is not None:
@@ -392,9 +431,10 @@ class Scheduler:
             for t, boost in seq.constraint.token_bias().items():
                 scores[t] += boost
         token = pick_token(scores, params, row.generator)
-        lp = float(torch.log_softmax(scores, dim=-1)[token])
-        if math.isfinite(lp):
-            row.logprob_sum += lp
+        row.add_logprobs(
+            float(torch.log_softmax(scores, dim=-1)[token]),
+            float(raw[token] - torch.logsumexp(raw, dim=-1)),
+        )
         row.push(token, self.decode, self.eos_token_ids)
         seq.ids.append(token)
         seq.last = token
@@ -434,6 +474,10 @@ class Scheduler:
         self._seqs, self._cache, self._mask = [], None, None
         self._prefills.clear()
         self._beams.clear()
+        calls, self._calls = list(self._calls), deque()
+        for call in calls:
+            if call.future.set_running_or_notify_cancel():
+                call.future.set_exception(exc)
         for entry in entries.values():
             if entry.remaining > 0:
                 entry.remaining = 0

@@ -127,11 +127,21 @@ class ChatCompletionRequest(RequestModel):
     length_penalty: float | None = Field(None, ge=-10.0, le=10.0)
     vocab_lang: str | None = None
     vocab_n_words: int | None = None
+    vocab_unit: Literal["word", "lemma"] | None = Field(
+        None,
+        description="extension: what vocab_n_words counts: word forms (default) or headwords "
+        "(lemmas), all of whose listed forms are then allowed",
+    )
     vocab_prompt_hint: bool | None = Field(
         None, description="extension: tell the model about the vocabulary (default from settings)"
     )
     constraints: list[dict[str, Any]] | None = None
-    drafts: int | None = Field(None, ge=1, le=16)
+    drafts: int | None = Field(
+        None,
+        ge=1,
+        description="extension: candidates generated per choice, the best returned (at most "
+        "MAX_DRAFTS); needs a vocabulary",
+    )
     # unsupported OpenAI parameters: declared so we can name them in a clear 400
     tools: Any = None
     tool_choice: Any = None
@@ -199,7 +209,11 @@ class ChatCompletionRequest(RequestModel):
     def to_spec(self, *, param_prefix: str = "") -> ConstraintSpec | None:
         """The vocabulary this request asks for (word list or sounds), or None."""
         return constraint_spec(
-            self.vocab_lang, self.vocab_n_words, self.constraints, param_prefix=param_prefix
+            self.vocab_lang,
+            self.vocab_n_words,
+            self.constraints,
+            vocab_unit=self.vocab_unit,
+            param_prefix=param_prefix,
         )
 
     def to_params(self, settings: Settings) -> SamplingParams:

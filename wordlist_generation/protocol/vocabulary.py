@@ -12,23 +12,42 @@ from typing import Any
 from ..constraints.spec import ConstraintSpec, PhonologicalSpec, WordlistSpec
 from ..errors import InvalidRequest
 
+#: What `vocab_n_words` can count (`vocab_unit`): word forms, or headwords with all their forms.
+VOCAB_UNITS = ("word", "lemma")
+
 
 def constraint_spec(
     vocab_lang: str | None,
     vocab_n_words: int | None,
     constraints: Any = None,
     *,
+    vocab_unit: str | None = None,
     param_prefix: str = "",
 ) -> ConstraintSpec | None:
+    if vocab_unit is not None and vocab_unit not in VOCAB_UNITS:
+        raise InvalidRequest(
+            f"vocab_unit must be one of {', '.join(repr(u) for u in VOCAB_UNITS)}",
+            param=f"{param_prefix}vocab_unit",
+        )
     if constraints is not None:
+        if vocab_unit not in (None, "word"):
+            raise InvalidRequest(
+                "vocab_unit 'lemma' applies to word lists (vocab_lang), not to phonological "
+                "constraints",
+                param=f"{param_prefix}vocab_unit",
+            )
         return phonological_spec(constraints, vocab_lang, vocab_n_words, param_prefix=param_prefix)
-    return wordlist_spec(vocab_lang, vocab_n_words, param_prefix=param_prefix)
+    return wordlist_spec(vocab_lang, vocab_n_words, vocab_unit, param_prefix=param_prefix)
 
 
 def wordlist_spec(
-    lang: str | None, n_words: int | None, *, param_prefix: str = ""
+    lang: str | None, n_words: int | None, unit: str | None = None, *, param_prefix: str = ""
 ) -> WordlistSpec | None:
     if lang is None and n_words is None:
+        if unit is not None:
+            raise InvalidRequest(
+                "vocab_unit needs vocab_lang and vocab_n_words", param=f"{param_prefix}vocab_unit"
+            )
         return None
     if lang is None:
         raise InvalidRequest(
@@ -39,7 +58,7 @@ def wordlist_spec(
             "vocab_lang needs vocab_n_words (they come together)",
             param=f"{param_prefix}vocab_n_words",
         )
-    return WordlistSpec(lang, n_words)
+    return WordlistSpec(lang, n_words, unit or "word")
 
 
 def phonological_spec(

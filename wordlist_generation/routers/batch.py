@@ -110,6 +110,7 @@ async def create_job(
     length_penalty: Annotated[float | None, Query(ge=-10.0, le=10.0)] = None,
     vocab_lang: str | None = None,
     vocab_n_words: int | None = None,
+    vocab_unit: str | None = None,
     constraints: str | None = None,
 ) -> dict[str, Any]:
     params = await batch.job_params(
@@ -119,6 +120,7 @@ async def create_job(
         length_penalty=length_penalty,
         vocab_lang=vocab_lang,
         vocab_n_words=vocab_n_words,
+        vocab_unit=vocab_unit,
         constraints=constraints,
     )
     form, upload = await read_form(request, state)

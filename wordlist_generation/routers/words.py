@@ -7,7 +7,7 @@ Thin handlers: the request shape and its strict validation live here, the work i
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import AfterValidator, Field, StrictInt
@@ -44,6 +44,7 @@ class ExplainRequest(RequestModel):
     words: list[Word] = Field(min_length=1, max_length=MAX_WORDS)
     vocab_lang: str | None = None
     vocab_n_words: StrictInt | None = Field(None, ge=1)
+    vocab_unit: Literal["word", "lemma"] | None = None
     constraints: list[dict[str, Any]] | None = None
 
 
@@ -68,7 +69,9 @@ async def explain_words(body: ExplainRequest, request: Request, state: StateDep)
     """Why each word is allowed: its rank in the list, or its sounds and the constraints served."""
     refuse_unknown_query(request)
     state.require_engine()
-    spec = constraint_spec(body.vocab_lang, body.vocab_n_words, body.constraints)
+    spec = constraint_spec(
+        body.vocab_lang, body.vocab_n_words, body.constraints, vocab_unit=body.vocab_unit
+    )
     if spec is None:
         raise InvalidRequest(
             "say which vocabulary the words come from: vocab_lang and vocab_n_words (a word "
@@ -87,4 +90,9 @@ async def explain_words(body: ExplainRequest, request: Request, state: StateDep)
         return await asyncio.to_thread(explain.explain_sound_words, constraint, body.words)
     assert isinstance(spec, WordlistSpec)
     wordlist = await asyncio.to_thread(registry.get, spec.lang)
-    return await asyncio.to_thread(explain.explain_list_words, wordlist, spec.n_words, body.words)
+    lemmas = None
+    if spec.unit == "lemma":
+        lemmas = await asyncio.to_thread(registry.lemmas, spec.lang)
+    return await asyncio.to_thread(
+        explain.explain_list_words, wordlist, spec.n_words, body.words, lemmas
+    )

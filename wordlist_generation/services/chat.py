@@ -22,8 +22,9 @@ from ..protocol import (
     completion_id,
     now,
 )
+from ..settings import Settings
 from .constraints import ResolvedConstraint, resolve
-from .drafts import choose_drafts, select_drafts
+from .drafts import choose_drafts, draft_params, select_drafts
 from .state import ServerState
 
 
@@ -36,21 +37,25 @@ class PreparedChat:
     prompt_ids: list[int]
     constraint: ResolvedConstraint | None
     model_id: str
-    #: Candidates per returned choice (soft constraints pick among drafts).
+    #: Candidates per returned choice, the best kept (`services.drafts`).
     drafts: int = 1
+    #: Temperature of the sampled drafts of a greedy request.
+    draft_temperature: float = 0.5
+
+    @property
+    def job_params(self) -> SamplingParams:
+        """What the engine runs: n x drafts rows (sampled drafts for a greedy request)."""
+        return draft_params(self.params, self.drafts, self.draft_temperature)
 
     @property
     def rows(self) -> int:
         """Rows the scheduler decodes for this request (choices x drafts, or beams)."""
-        return replace(self.params, n=self.params.n * self.drafts).rows
+        return self.job_params.rows
 
     def job(self, on_delta: Callable[[int, str], None] | None = None) -> GenerationJob:
-        params = self.params
-        if self.drafts > 1:
-            params = replace(params, n=params.n * self.drafts)
         return GenerationJob(
             prompt_ids=self.prompt_ids,
-            params=params,
+            params=self.job_params,
             constraint=self.constraint.constraint if self.constraint else None,
             on_delta=on_delta,
         )
@@ -94,8 +99,8 @@ async def prepare_chat(
         assert state.limiter is not None
         state.limiter.check(params.rows)
     spec = request.to_spec()
-    if request.drafts is not None and request.constraints is None:
-        raise InvalidRequest("drafts only applies to phonological constraints", param="drafts")
+    if spec is None:
+        choose_drafts(None, params, request.drafts, settings.MAX_DRAFTS)  # 400 unless 1 or unset
     if request.vocab_prompt_hint is not None and spec is None:
         raise InvalidRequest(
             "vocab_prompt_hint only applies with vocab_lang/vocab_n_words",
@@ -105,7 +110,8 @@ async def prepare_chat(
     drafts = 1
     hint = None
     if resolved is not None:
-        drafts = choose_drafts(resolved.constraint, params, request.drafts)
+        drafts = choose_drafts(resolved.constraint, params, request.drafts, settings.MAX_DRAFTS)
+        check_draft_work(settings, params, drafts)
         use_hint = (
             request.vocab_prompt_hint
             if request.vocab_prompt_hint is not None
@@ -122,7 +128,22 @@ async def prepare_chat(
             f"your messages resulted in {len(prompt_ids)} tokens",
             param="messages",
         )
-    return PreparedChat(request, params, prompt_ids, resolved, model_id, drafts)
+    return PreparedChat(
+        request, params, prompt_ids, resolved, model_id, drafts, settings.DRAFT_TEMPERATURE
+    )
+
+
+def check_draft_work(settings: Settings, params: SamplingParams, drafts: int) -> None:
+    """n x drafts x max_tokens within MAX_WORK_TOKENS (beams already count their drafts)."""
+    if drafts == 1 or params.mode == "beam":
+        return
+    work = params.n * drafts * params.max_new_tokens
+    if work > settings.MAX_WORK_TOKENS:
+        raise InvalidRequest(
+            f"n x drafts x max_tokens = {params.n} x {drafts} x {params.max_new_tokens} = {work} "
+            f"exceeds this server's limit of {settings.MAX_WORK_TOKENS}",
+            param="drafts",
+        )
 
 
 def finish_reason(reason: str) -> str:

@@ -33,6 +33,7 @@ from ..constraints.phonology.phonemes import (
     pron_to_ipa,
 )
 from ..constraints.wordlist import Wordlist, capitalized
+from ..constraints.wordlist.lemmas import LemmaList
 
 #: ARPAbet spelling of each IPA symbol (the stress-split vowels carry their stress digit).
 _ARPABET: dict[str, str] = {ipa: arpa for arpa, ipa in ARPABET_TO_IPA.items()} | {
@@ -99,41 +100,58 @@ def _lookup(form: str, ranks: dict[str, int]) -> tuple[int | None, str]:
     return None, "absent"
 
 
-def _list_entry(word: str, ranks: dict[str, int], n_words: int) -> dict[str, Any]:
+def _list_entry(word: str, ranks: dict[str, int], n_words: int, heads: Sequence[str]) -> dict:
+    """One word's rank and verdict; `heads` are the headwords when ranks count headwords
+    (lemma unit), empty when they count list entries."""
     form = _list_form(word)
     rank, how = _lookup(form, ranks)
     entry: dict[str, Any] = {"word": word, "form": form, "rank": rank, "in_list": rank is not None}
     if rank is None and "'" in form[:-1]:
         # An elided clitic written onto the next word (l'homme): each part is a list word.
         head, _, tail = form.partition("'")
-        parts = [_list_entry(head + "'", ranks, n_words), _list_entry(tail, ranks, n_words)]
+        parts = [_list_entry(p, ranks, n_words, heads) for p in (head + "'", tail)]
         if all(p["in_list"] for p in parts):
             entry.update(parts=parts, in_list=True, allowed=all(p["allowed"] for p in parts))
             entry["reason"] = "elided clitic + word: " + "; ".join(p["reason"] for p in parts)
             return entry
     entry["allowed"] = rank is not None and rank <= n_words
+    unit = "headwords" if heads else "words"
     if rank is None:
         entry["reason"] = "not in the list"
     else:
         where = "within" if entry["allowed"] else "outside"
-        entry["reason"] = f"rank {rank:,} in the list: {where} the first {n_words:,} words"
+        if heads:
+            entry["lemma"] = heads[rank - 1]
+            entry["reason"] = f"a form of '{heads[rank - 1]}', headword {rank:,}: "
+        else:
+            entry["reason"] = f"rank {rank:,} in the list: "
+        entry["reason"] += f"{where} the first {n_words:,} {unit}"
         if how == "capitalized":
             entry["reason"] += " (capitalized form)"
     return entry
 
 
-def explain_list_words(wordlist: Wordlist, n_words: int, words: Sequence[str]) -> dict[str, Any]:
-    """Rank of each word in `wordlist` (1 = most frequent) and whether it is within `n_words`."""
-    ranks = {w: i for i, w in enumerate(wordlist.words, 1)}
+def explain_list_words(
+    wordlist: Wordlist, n_words: int, words: Sequence[str], lemmas: LemmaList | None = None
+) -> dict[str, Any]:
+    """Rank of each word in `wordlist` (1 = most frequent) and whether it is within `n_words`;
+    with `lemmas`, the best rank of a headword the word is a form of, counted in headwords."""
+    if lemmas is None:
+        ranks = {w: i for i, w in enumerate(wordlist.words, 1)}
+        heads: Sequence[str] = ()
+        sha, size = wordlist.sha256_top(n_words), len(wordlist)
+    else:
+        ranks, heads = lemmas.form_ranks(), lemmas.lemmas
+        sha, size = lemmas.sha256, len(lemmas)
     return {
         "object": "words.explanation",
         "mode": "wordlist",
         "vocab_lang": wordlist.lang,
         "vocab_n_words": n_words,
-        "unit": "word",
-        "list_size": len(wordlist),
-        "sha256": wordlist.sha256_top(n_words),
-        "data": [_list_entry(w, ranks, n_words) for w in words],
+        "unit": "lemma" if lemmas is not None else "word",
+        "list_size": size,
+        "sha256": sha,
+        "data": [_list_entry(w, ranks, n_words, heads) for w in words],
     }
 
 

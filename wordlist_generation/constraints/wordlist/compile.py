@@ -23,7 +23,15 @@ from ..spec import WordlistSpec
 from ..tokenizer import TokenizerTables
 from .constraint import WordlistBackend, WordlistConstraint
 from .grammar import GRAMMAR_VERSION, GrammarOptions, compile_words, lark_grammar
-from .lists import LANG_RE, EmptyWordlist, Wordlist, WordlistNotFound, WordlistRegistry
+from .lemmas import LemmaList, LemmaListNotFound
+from .lists import (
+    LANG_RE,
+    EmptyWordlist,
+    Wordlist,
+    WordlistError,
+    WordlistNotFound,
+    WordlistRegistry,
+)
 from .llguidance import LlguidanceWordlist
 from .lmfe import LmfeWordlist
 
@@ -92,7 +100,7 @@ class WordlistHandler(SpecHandler[WordlistSpec]):
             raise errors.InvalidRequest(
                 f"the word list for '{lang}' is empty", param="vocab_lang"
             ) from exc
-        if not 1 <= spec.n_words <= len(wordlist):
+        if spec.unit == "word" and not 1 <= spec.n_words <= len(wordlist):
             raise errors.InvalidRequest(
                 f"vocab_n_words must be between 1 and {len(wordlist)} (the length of the "
                 f"'{lang}' list)",
@@ -100,29 +108,70 @@ class WordlistHandler(SpecHandler[WordlistSpec]):
             )
         return wordlist
 
+    def _lemmas(self, spec: WordlistSpec) -> LemmaList:
+        """The headword list of `spec.lang`, or the typed error naming the field at fault."""
+        try:
+            lemmas = self.registry.lemmas(spec.lang)
+        except LemmaListNotFound as exc:
+            raise errors.InvalidRequest(
+                f"there is no headword (lemma) list for '{spec.lang}'; use vocab_unit 'word'",
+                param="vocab_unit",
+            ) from exc
+        except WordlistError as exc:
+            raise errors.InvalidRequest(
+                f"the headword list for '{spec.lang}' cannot be used: {exc}", param="vocab_unit"
+            ) from exc
+        if not 1 <= spec.n_words <= len(lemmas):
+            raise errors.InvalidRequest(
+                f"vocab_n_words must be between 1 and {len(lemmas)} (the number of headwords in "
+                f"the '{spec.lang}' lemma list)",
+                param="vocab_n_words",
+            )
+        return lemmas
+
+    def _words(self, spec: WordlistSpec) -> tuple[tuple[str, ...], str]:
+        """The allowed word forms of `spec` and their hash (computed like a list's)."""
+        wordlist = self._wordlist(spec)
+        if spec.unit == "lemma":
+            forms = self._lemmas(spec).top_forms(spec.n_words)
+            return forms, Wordlist.from_words(spec.lang, forms, wordlist.path).sha256
+        return wordlist.top(spec.n_words), wordlist.sha256_top(spec.n_words)
+
     def key(self, spec: WordlistSpec) -> Hashable:
-        sha = self._wordlist(spec).sha256_top(spec.n_words)
-        return (self.backend_name, sha, spec.n_words, self.options, GRAMMAR_VERSION)
+        if spec.unit == "lemma":
+            wordlist = self._wordlist(spec)
+            lemmas = self._lemmas(spec)
+            sha = (wordlist.sha256, lemmas.sha256)
+        else:
+            sha = self._wordlist(spec).sha256_top(spec.n_words)
+        return (self.backend_name, spec.unit, sha, spec.n_words, self.options, GRAMMAR_VERSION)
 
     def compile(self, spec: WordlistSpec) -> WordlistConstraint:
-        wordlist = self._wordlist(spec)
-        words = wordlist.top(spec.n_words)
+        words, sha256 = self._words(spec)
         t0 = time.perf_counter()
         cw = compile_words(words, self.options)
         impl: WordlistBackend = BACKENDS[self.backend_name](cw, self.tables)
         seconds = time.perf_counter() - t0
         log.info(
-            "compiled %s/%d with %s in %.3f s", spec.lang, len(words), self.backend_name, seconds
+            "compiled %s/%d %s (%d forms) with %s in %.3f s",
+            spec.lang,
+            spec.n_words,
+            spec.unit,
+            len(words),
+            self.backend_name,
+            seconds,
         )
         return WordlistConstraint(
             lang=spec.lang,
             words=words,
-            sha256=wordlist.sha256_top(spec.n_words),
+            sha256=sha256,
             backend=self.backend_name,
             options=self.options,
             backend_impl=impl,
             compiled_words=cw,
             compile_seconds=seconds,
+            unit=spec.unit,
+            n_units=spec.n_words,
         )
 
     def compiled(self, constraint: CompiledConstraint) -> None:

@@ -81,9 +81,15 @@ class WordlistConstraint(CompiledConstraint):
         backend_impl: WordlistBackend,
         compiled_words: CompiledWords,
         compile_seconds: float,
+        unit: str = "word",
+        n_units: int | None = None,
     ) -> None:
+        """`words` are the allowed forms; `unit` and `n_units` what the request counted
+        (`n_units` headwords give `len(words)` forms in lemma mode)."""
         self.lang = lang
-        self.n_words = len(words)
+        self.unit = unit
+        self.n_words = len(words) if n_units is None else n_units
+        self.n_forms = len(words)
         self.sha256 = sha256
         self.backend = backend
         self.options = options
@@ -120,16 +126,25 @@ class WordlistConstraint(CompiledConstraint):
         return CheckReport(
             ok=not violations,
             violations=violations,
-            details={"vocab_lang": self.lang, "vocab_n_words": self.n_words},
+            details=self._vocabulary(),
         )
+
+    def _vocabulary(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "vocab_lang": self.lang,
+            "vocab_n_words": self.n_words,
+            "vocab_unit": self.unit,
+        }
+        if self.unit != "word":
+            info["allowed_forms"] = self.n_forms
+        return info
 
     def prompt_hint(self) -> str:
         return prompt_hint(self.lang)
 
     def describe(self) -> dict[str, Any]:
         return {
-            "vocab_lang": self.lang,
-            "vocab_n_words": self.n_words,
+            **self._vocabulary(),
             "backend": self.backend,
             "sha256": self.sha256,
             "compile_seconds": round(self.compile_seconds, 4),

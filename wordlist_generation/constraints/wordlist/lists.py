@@ -26,6 +26,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "LANG_RE",
@@ -279,6 +280,7 @@ class WordlistRegistry:
         self._directory = Path(directory)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[tuple[int, int], Wordlist]] = {}
+        self._lemma_cache: dict[str, tuple[tuple[int, int], Wordlist, Any]] = {}
 
     @property
     def directory(self) -> Path:
@@ -333,6 +335,30 @@ class WordlistRegistry:
             self._cache[lang] = (signature, wordlist)
             return wordlist
 
+    def lemmas(self, lang: str) -> Any:
+        """The headword list of `lang` (a `lemmas.LemmaList`), read against its word list.
+
+        Raises what `get` raises, and `lemmas.LemmaListNotFound` when the language has no lemma
+        file. Re-read when either file changes, like the word lists.
+        """
+        from .lemmas import LemmaListNotFound, lemma_path, load_lemmas
+
+        wordlist = self.get(lang)
+        path = lemma_path(self._directory, lang)
+        with self._lock:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                self._lemma_cache.pop(lang, None)
+                raise LemmaListNotFound(lang) from None
+            signature = (st.st_mtime_ns, st.st_size)
+            cached = self._lemma_cache.get(lang)
+            if cached is not None and cached[0] == signature and cached[1] is wordlist:
+                return cached[2]
+            lemmas = load_lemmas(path, wordlist)
+            self._lemma_cache[lang] = (signature, wordlist, lemmas)
+            return lemmas
+
     def summary(self) -> list[dict]:
         """One entry per language for listing endpoints: `lang`, `n_words`, `sha256`, `file`.
 
@@ -351,5 +377,23 @@ class WordlistRegistry:
                 entry.update(n_words=0, sha256=None, error=str(exc))
             else:
                 entry.update(n_words=len(wl), sha256=wl.sha256)
+                entry.update(self._lemma_summary(lang))
             out.append(entry)
         return out
+
+    def _lemma_summary(self, lang: str) -> dict:
+        """`units` a request may count in, and the headword list's size when there is one."""
+        from .lemmas import LemmaListNotFound
+
+        try:
+            lemmas = self.lemmas(lang)
+        except LemmaListNotFound:
+            return {"units": ["word"]}
+        except WordlistError as exc:
+            return {"units": ["word"], "lemma_error": str(exc)}
+        return {
+            "units": ["word", "lemma"],
+            "n_lemmas": len(lemmas),
+            "lemmas_file": f"lemmas/{lang}.tsv",
+            "lemmas_sha256": lemmas.sha256,
+        }
