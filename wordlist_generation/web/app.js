@@ -9,6 +9,9 @@ import { startStatus } from "./status.js";
 import { $, fmt, h } from "./text.js";
 
 const TOKEN_KEY = "wordlist-generation-token";
+// The most drafts the page offers (the server's default MAX_DRAFTS; a lower limit there is a 400
+// naming `drafts`, shown as such).
+const MAX_DRAFTS = 8;
 
 const app = {
   token: sessionStorage.getItem(TOKEN_KEY) || "",
@@ -93,7 +96,10 @@ async function loadMeta() {
   app.lists = lists.data.filter((l) => l.n_words > 0);
   const select = $("lang");
   const previous = select.value;
-  select.replaceChildren(...app.lists.map((l) => h("option", { value: l.lang, text: `${languageName(l.lang)} (${l.lang}) · ${fmt(l.n_words)} words` })));
+  select.replaceChildren(...app.lists.map((l) => h("option", {
+    value: l.lang,
+    text: `${languageName(l.lang)} (${l.lang}) · ${fmt(l.n_words)} words` + (hasLemmas(l) ? ` · ${fmt(l.n_lemmas)} headwords` : ""),
+  })));
   const wanted = [previous, (navigator.language || "").slice(0, 2), "en"].find((c) => app.lists.some((l) => l.lang === c));
   if (wanted) select.value = wanted;
   onLanguage();
@@ -110,12 +116,50 @@ async function loadMeta() {
   }
 }
 
+/** Whether a `GET /v1/wordlists` entry can be counted in headwords. */
+function hasLemmas(entry) {
+  return Boolean(entry && Array.isArray(entry.units) && entry.units.includes("lemma") && entry.n_lemmas > 0);
+}
+
+function currentList() {
+  return app.lists.find((l) => l.lang === $("lang").value) || null;
+}
+
+/** What "Most frequent … allowed" counts: "lemma" (headwords) or "word" (word forms). */
+function unit() {
+  return hasLemmas(currentList()) && $("vocab-unit").value === "lemma" ? "lemma" : "word";
+}
+
+/** How many units the chosen list holds, in the chosen unit. */
+function unitLimit(entry) {
+  return unit() === "lemma" ? entry.n_lemmas : entry.n_words;
+}
+
+function unitName() {
+  return unit() === "lemma" ? "headwords" : "words";
+}
+
 function onLanguage() {
-  const entry = app.lists.find((l) => l.lang === $("lang").value);
-  if (entry) $("n-words").max = String(entry.n_words);
-  const units = entry && entry.units;
-  $("unit-field").hidden = !(units && units.length);
-  if (units && units.length) $("unit").replaceChildren(...units.map((u) => h("option", { value: u, text: u })));
+  const entry = currentList();
+  const lemmas = hasLemmas(entry);
+  $("unit-field").hidden = !lemmas;
+  if (!lemmas) $("vocab-unit").value = "word";
+  onUnit();
+}
+
+function onUnit() {
+  const entry = currentList();
+  const lemma = unit() === "lemma";
+  if (entry) $("n-words").max = String(unitLimit(entry));
+  $("n-words-label").textContent = lemma ? "Most frequent headwords allowed" : "Most frequent words allowed";
+  const help = $("unit-help");
+  // Also describes the number field: empty (and hidden) where the list has no headwords.
+  help.hidden = !hasLemmas(entry);
+  if (help.hidden) help.textContent = "";
+  else if (lemma) {
+    help.textContent = "Counted in headwords: each headword allows all its forms (perro allows perro and perros). " +
+      `The ${languageName(entry.lang)} list has ${fmt(entry.n_lemmas)} headwords.`;
+  } else help.textContent = "Counted in word forms: perro and perros count as two words. Choose “headwords” to count them as one.";
   updateGenerate();
 }
 
@@ -130,16 +174,24 @@ function settings() {
     temperature,
     beams: intValue("beams") || 1,
     seed: intValue("seed"),
+    drafts: intValue("drafts-count") || 1,
+    soft: false,
   };
   if (out.mode === "wordlist") {
     out.vocabulary = { vocab_lang: $("lang").value, vocab_n_words: intValue("n-words") };
+    out.unit = unit();
+    if (out.unit === "lemma") out.vocabulary.vocab_unit = "lemma";
     out.langName = languageName($("lang").value);
   } else {
     out.constraints = composer.constraints();
     out.vocabulary = { constraints: out.constraints };
     const n = composer.vocabNWords();
     if (n != null) out.vocabulary.vocab_n_words = n;
+    out.soft = out.constraints.some((c) => c.type === "bound_boost");
   }
+  // `drafts` goes out when it changes something: more than one, or a soft preference (which
+  // the server would otherwise compare 3 drafts for when sampling).
+  out.sendDrafts = out.drafts > 1 || out.soft;
   return out;
 }
 
@@ -152,6 +204,7 @@ function request() {
     ...s.vocabulary,
     stream_options: { include_usage: true, include_events: true },
   };
+  if (s.sendDrafts) body.drafts = s.drafts;
   if (s.temperature > 0) {
     body.temperature = s.temperature;
     if (s.seed != null) body.seed = s.seed;
@@ -174,11 +227,18 @@ function blocker() {
   if (!$("prompt").value.trim()) return { text: "Write what the text should be about." };
   const max = intValue("max-tokens");
   if (!max || max < 1) return { text: "Set a maximum length of at least 1 token." };
+  const drafts = intValue("drafts-count");
+  if (!drafts || drafts < 1 || drafts > MAX_DRAFTS) return { text: `Choose between 1 and ${MAX_DRAFTS} drafts.` };
+  const beams = intValue("beams") || 1;
+  if (drafts > 1 && beams > 1 && beams < drafts && !(Number($("temperature").value || 0) > 0)) {
+    return { text: `With ${beams} beams, at most ${beams} drafts: lower “Drafts”, or set “Beams” to 1 (the other drafts are then sampled).` };
+  }
   if (mode() === "wordlist") {
-    const entry = app.lists.find((l) => l.lang === $("lang").value);
+    const entry = currentList();
     const n = intValue("n-words");
     if (!entry) return { text: "Choose a language." };
-    if (!n || n < 1 || n > entry.n_words) return { text: `Choose between 1 and ${fmt(entry.n_words)} words.` };
+    const limit = unitLimit(entry);
+    if (!n || n < 1 || n > limit) return { text: `Choose between 1 and ${fmt(limit)} ${unitName()}.` };
   } else {
     const state = composer.state();
     if (!composer.constraints().length) return { text: "Add at least one sound constraint." };
@@ -243,7 +303,8 @@ $("token-forget").addEventListener("click", () => {
 });
 for (const id of ["mode-wordlist", "mode-sounds"]) $(id).addEventListener("change", showMode);
 $("lang").addEventListener("change", onLanguage);
-for (const id of ["prompt", "max-tokens", "n-words", "temperature", "beams"]) $(id).addEventListener("input", updateGenerate);
+$("vocab-unit").addEventListener("change", onUnit);
+for (const id of ["prompt", "max-tokens", "n-words", "temperature", "beams", "drafts-count"]) $(id).addEventListener("input", updateGenerate);
 $("temperature").addEventListener("input", () => {
   const sampling = Number($("temperature").value || 0) > 0;
   $("beams").disabled = sampling;

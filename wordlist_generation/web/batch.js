@@ -104,6 +104,7 @@ export function createBatch({ api, settings }) {
     const items = prompts.map((p) => {
       const item = typeof p === "string" ? { messages: [{ role: "user", content: p }] } : { ...p };
       item.model = item.model || s.model;
+      if (s.sendDrafts && item.drafts === undefined) item.drafts = s.drafts;
       if (s.temperature > 0) {
         item.temperature = s.temperature;
         if (s.seed != null) item.seed = s.seed;
@@ -114,6 +115,7 @@ export function createBatch({ api, settings }) {
     if (!(s.temperature > 0)) query.set("num_beams", String(s.beams));
     if (s.vocabulary.vocab_lang) query.set("vocab_lang", s.vocabulary.vocab_lang);
     if (s.vocabulary.vocab_n_words != null) query.set("vocab_n_words", String(s.vocabulary.vocab_n_words));
+    if (s.vocabulary.vocab_unit) query.set("vocab_unit", s.vocabulary.vocab_unit);
     const form = new FormData();
     form.append("file", new Blob([JSON.stringify(items)], { type: "application/json" }), "prompts.json");
     if (s.vocabulary.constraints) form.append("constraints", JSON.stringify(s.vocabulary.constraints));

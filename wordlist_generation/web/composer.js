@@ -50,7 +50,7 @@ export const TYPES = {
   bound_boost: {
     name: "Prefer words, softly (bound_boost)",
     fields: ["norm", "min_value", "max_value", "weight"],
-    help: "Prefer words within the range: the best of several drafts is kept (drafts need a temperature above 0, or 3 beams or more).",
+    help: "Prefer words within the range: of several drafts, the one that fits best is kept, so set “Drafts” (below) to 3 or more.",
   },
   contrastive_minpair: {
     name: "Minimal pair (contrastive_minpair)",

@@ -1,5 +1,6 @@
 // One generation: the progress card (pipeline ticks, draft slots, streamed text) that turns into
-// the answer with its proof: highlighted target words, a reason for every word, the re-check.
+// the answer with its proof: highlighted target words, a reason for every word, the re-check, and
+// the drafts compared when several were written.
 
 import { ApiError, describeError } from "./api.js";
 import { $, download, fmt, h, pct, splitWords } from "./text.js";
@@ -20,10 +21,37 @@ function targetWords(constraint) {
   return found;
 }
 
+/** How the decoding made each draft, in a few words (see the server's services/drafts.py):
+ *  greedy requests keep their predictable answer as draft 1 and sample the others. */
+function draftOrigin(body, index) {
+  if (body.temperature > 0) return `varied (temperature ${body.temperature})`;
+  if ((body.num_beams || 1) > 1) return `beam search, beam ${index + 1}`;
+  return index === 0 ? "the most predictable text (temperature 0)" : "a varied version";
+}
+
+/** Why the kept draft won, in plain words: compliance first, then the sound preferences, then
+ *  how natural it reads (the server's ranking). */
+function keptReason(drafts, kept) {
+  const n = drafts.length;
+  const rivals = drafts.filter((d) => d !== kept && d.compliant === kept.compliant);
+  if (kept.compliant && !rivals.length && n > 1) return `the only one of ${n} that keeps every rule`;
+  if (kept.soft_score != null && rivals.length && rivals.every((d) => d.soft_score < kept.soft_score)) {
+    return `best fit to the sound preferences of ${n}`;
+  }
+  return `most natural of ${n}`;
+}
+
+/** The fluency score for a person: closer to 0 reads more naturally. */
+function naturalness(d) {
+  if (d.fluency == null) return "naturalness not measured";
+  return `naturalness ${d.fluency.toFixed(2)}`;
+}
+
 export function createRunner({ api, status, request, labelOf, onState }) {
   const card = $("progress");
   const trace = $("trace");
   const drafts = $("drafts");
+  const draftsBox = $("drafts-box");
   const answer = $("answer");
   const errorBox = $("run-error");
   const info = $("word-info");
@@ -46,9 +74,11 @@ export function createRunner({ api, status, request, labelOf, onState }) {
   function draftSlot(i, text, state) {
     let slot = drafts.querySelector(`[data-draft="${i}"]`);
     if (!slot) {
-      slot = h("div", { class: "draft", "data-draft": String(i) });
-      drafts.append(slot);
+      slot = h("li", { class: "draft", "data-draft": String(i) });
+      const later = [...drafts.children].find((el) => Number(el.dataset.draft) > i);
+      drafts.insertBefore(slot, later || null);
     }
+    draftsBox.hidden = false;
     slot.dataset.state = state;
     slot.textContent = `Draft ${i + 1}: ${text}`;
   }
@@ -67,20 +97,18 @@ export function createRunner({ api, status, request, labelOf, onState }) {
       case "draft":
         if (e.status === "queued") draftSlot(e.draft, "queued", "queued");
         else {
-          const score = e.soft_score != null ? ` · score ${e.soft_score}` : "";
-          draftSlot(e.draft, `${e.compliant ? "compliant" : "violations"}${score}${e.selected ? " · chosen" : ""}`,
-            e.compliant ? "done" : "error");
+          const score = e.soft_score != null ? ` · fits the sound preferences: ${e.soft_score.toFixed(2)}` : "";
+          draftSlot(e.draft, `${e.compliant ? "keeps every rule" : "breaks a rule"}${score} · ${naturalness(e)}` +
+            `${e.selected ? " · kept" : ""}`, e.compliant ? "done" : "error");
         }
         break;
       case "drafts_generating":
-        drafts.querySelectorAll(".draft").forEach((d) => {
-          d.dataset.state = "active";
-          d.textContent = `Draft ${Number(d.dataset.draft) + 1}: writing…`;
-        });
+        for (let i = 0; i < e.count; i++) draftSlot(i, "writing…", "active");
+        $("drafts-summary").textContent = `Writing ${e.count} drafts; the best one is kept at the end.`;
         step("writing", `Writing ${e.count} drafts…`);
         break;
       case "selection":
-        step("selection", `Best draft chosen: ${e.selected.map((i) => `#${i + 1}`).join(", ")}`, "done");
+        step("selection", `Best draft kept: ${e.selected.map((i) => `draft ${i + 1}`).join(", ")}`, "done");
         break;
       default:
         break;
@@ -92,6 +120,8 @@ export function createRunner({ api, status, request, labelOf, onState }) {
     card.hidden = false;
     trace.replaceChildren();
     drafts.replaceChildren();
+    draftsBox.hidden = true;
+    $("drafts-summary").textContent = "";
     answer.replaceChildren();
     answer.hidden = false;
     answer.dataset.complete = "false";
@@ -206,9 +236,49 @@ export function createRunner({ api, status, request, labelOf, onState }) {
     legend.hidden = false;
     legend.textContent = req.mode === "sounds"
       ? `Highlighted: the target words (${[...targets].join(", ") || "none"}). Select any word to see why it is allowed.`
-      : "Select any word to see its rank in the word list.";
+      : req.unit === "lemma"
+        ? "Select any word to see its headword and the headword's rank in the list."
+        : "Select any word to see its rank in the word list.";
     renderCompliance(result);
+    renderDrafts(result);
     explain(result);
+  }
+
+  /** Every draft the server compared: how it was made, whether it keeps the rules, how natural
+   *  it reads, its text, and which one was kept and why. */
+  function renderDrafts({ req, constraint }) {
+    const list = (constraint && constraint.drafts) || [];
+    if (!list.length) {
+      draftsBox.hidden = true;
+      drafts.replaceChildren();
+      return;
+    }
+    const sorted = [...list].sort((a, b) => a.draft - b.draft);
+    const kept = sorted.filter((d) => d.selected);
+    const rules = req.mode === "sounds" ? "every constraint holds" : "every word allowed";
+    const broken = req.mode === "sounds" ? "breaks a constraint" : "uses words outside the vocabulary";
+    drafts.replaceChildren(...sorted.map((d) => {
+      const facts = [
+        draftOrigin(req.body, d.draft),
+        d.compliant ? `✓ ${rules}` : `✗ ${broken}`,
+        d.soft_score != null ? `fits the sound preferences: ${d.soft_score.toFixed(2)} (higher fits better)` : null,
+        naturalness(d),
+        d.repeated_trigrams > 0 ? `repeats itself (${Math.round(100 * d.repeated_trigrams)} % of three-word groups)` : null,
+      ].filter(Boolean);
+      return h("li", {
+        class: "draft", "data-draft": String(d.draft), "data-state": d.selected ? "kept" : d.compliant ? "done" : "error",
+        "data-selected": String(Boolean(d.selected)),
+      },
+      h("p", { class: "draft-head" }, h("strong", { text: `Draft ${d.draft + 1}` }),
+        d.selected ? h("span", { class: "kept-tag", text: `kept: ${keptReason(sorted, d)}` }) : null),
+      h("p", { class: "draft-facts small", text: facts.join(" · ") }),
+      h("p", { class: "draft-text", text: d.text || "(empty)" }));
+    }));
+    const which = kept.map((d) => `draft ${d.draft + 1}`).join(", ");
+    $("drafts-summary").textContent = `${sorted.length} drafts written; the answer above is ${which} ` +
+      `(kept: ${kept.length ? keptReason(sorted, kept[0]) : "none"}). Naturalness is how likely the ` +
+      "model finds the text, less a penalty for repeating itself: closer to 0 reads more naturally.";
+    draftsBox.hidden = false;
   }
 
   function renderCompliance({ req, constraint, finish }) {
@@ -225,14 +295,22 @@ export function createRunner({ api, status, request, labelOf, onState }) {
     const mark = constraint.compliant ? "✓" : "✗";
     if (req.mode === "wordlist") {
       const lang = req.langName;
+      const n = fmt(constraint.vocab_n_words);
+      const lemma = constraint.vocab_unit === "lemma";
       body.append(h("p", { class: constraint.compliant ? "ok" : "bad" },
         h("strong", { text: `${mark} ` }),
-        constraint.compliant
-          ? `Every word is one of the ${fmt(constraint.vocab_n_words)} most frequent words of the ${lang} list.`
-          : `Some words are not among the ${fmt(constraint.vocab_n_words)} most frequent words of the ${lang} list:`));
+        lemma
+          ? constraint.compliant
+            ? `Every word is a form of one of the ${n} most frequent headwords of the ${lang} list ` +
+              `(${fmt(constraint.allowed_forms)} word forms allowed).`
+            : `Some words are not forms of the ${n} most frequent headwords of the ${lang} list:`
+          : constraint.compliant
+            ? `Every word is one of the ${n} most frequent words of the ${lang} list.`
+            : `Some words are not among the ${n} most frequent words of the ${lang} list:`));
       if (!constraint.compliant) body.append(h("ul", {}, constraint.violations.map((v) => h("li", { text: v }))));
+      const listed = lemma ? `the ${fmt(constraint.allowed_forms)} allowed word forms` : `the ${n} words`;
       body.append(h("p", { class: "muted small" },
-        `Re-checked by code independent of the generator. List fingerprint (sha256 of the ${fmt(constraint.vocab_n_words)} words): `,
+        `Re-checked by code independent of the generator. List fingerprint (sha256 of ${listed}): `,
         h("code", { title: constraint.sha256, text: `${(constraint.sha256 || "").slice(0, 16)}…` }),
         ` · backend ${constraint.backend}`));
     } else {
@@ -292,10 +370,23 @@ export function createRunner({ api, status, request, labelOf, onState }) {
     const lines = [];
     if (last.req.mode === "wordlist") {
       const parts = e.parts || [e];
-      for (const p of parts) lines.push(h("p", { class: p.allowed ? "ok" : "bad" }, h("strong", { text: p.allowed ? "✓ " : "✗ " }),
-        p.rank ? `${p.word}: rank ${fmt(p.rank)} in the ${last.req.langName} list (1 = most frequent); ` +
-          `${p.allowed ? "within" : "outside"} your first ${fmt(last.req.vocabulary.vocab_n_words)} words${p.reason.includes("capitalized") ? " (capitalized)" : ""}.`
-          : `${p.word}: not in the list.`));
+      const n = fmt(last.req.vocabulary.vocab_n_words);
+      const lemma = last.explanation && last.explanation.unit === "lemma";
+      for (const p of parts) {
+        const capitalized = p.reason && p.reason.includes("capitalized") ? " (capitalized)" : "";
+        let text;
+        if (!p.rank) text = `${p.word}: not in the list.`;
+        else if (lemma) {
+          const same = p.lemma && p.lemma.toLowerCase() === p.word.toLowerCase();
+          text = `${same ? p.word : `${p.word} → ${p.lemma}`}: headword ${fmt(p.rank)} in the ${last.req.langName} list ` +
+            `(1 = most frequent); ${p.allowed ? "within" : "outside"} your first ${n} headwords${capitalized}.`;
+        } else {
+          text = `${p.word}: rank ${fmt(p.rank)} in the ${last.req.langName} list (1 = most frequent); ` +
+            `${p.allowed ? "within" : "outside"} your first ${n} words${capitalized}.`;
+        }
+        lines.push(h("p", { class: p.allowed ? "ok" : "bad", "data-lemma": lemma && p.lemma ? p.lemma : null },
+          h("strong", { text: p.allowed ? "✓ " : "✗ " }), text));
+      }
     } else {
       lines.push(h("p", { class: e.allowed ? "ok" : "bad" }, h("strong", { text: e.allowed ? "✓ Allowed. " : "✗ Not allowed. " }),
         e.rank ? `Rank ${fmt(e.rank)} of the English lexicon by frequency` : e.reason,
