@@ -184,3 +184,18 @@ def test_greedy_drafts_are_ranked_by_fluency(tiny_server) -> None:
     assert_in_list(best["text"])
     again = ask(tiny_server, extra_body=extra)
     assert again.choices[0].message.content == first.choices[0].message.content
+
+
+def test_no_repeat_ngram_never_pushes_a_word_out_of_the_list(tiny_server) -> None:
+    """Twenty words and no repeated token pair: the ban runs out of allowed tokens quickly, and
+    then gives way to the list (a banned token is penalised, never the constraint broken)."""
+    r = ask(
+        tiny_server,
+        n_words=20,
+        extra_body={"num_beams": 1, "no_repeat_ngram_size": 2},
+        max_tokens=48,
+    )
+    text = r.choices[0].message.content
+    assert_in_list(text, n=20)
+    assert r.model_extra["constraint"]["compliant"] is True
+    assert r.choices[0].finish_reason in ("stop", "length")

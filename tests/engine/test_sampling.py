@@ -39,3 +39,21 @@ def test_row_seeds_are_reproducible_and_differ_per_choice():
     assert row_seed(7, 0) == row_seed(7, 0)
     assert row_seed(7, 0) != row_seed(7, 1)
     assert row_seed(None, 0) != row_seed(None, 0)
+
+
+def test_no_repeat_ngram_bans_the_token_that_would_repeat_a_trigram() -> None:
+    from wordlist_generation.engine.sampling import (
+        NGRAM_BAN,
+        apply_penalties,
+        repeated_ngram_tokens,
+    )
+
+    assert repeated_ngram_tokens([1, 2, 3, 4, 1, 2], 3) == [3]
+    assert repeated_ngram_tokens([1, 2, 3, 1, 2, 5, 1, 2], 3) == [3, 5]
+    assert repeated_ngram_tokens([1, 2], 3) == []
+    assert sorted(repeated_ngram_tokens([4, 4, 7], 1)) == [4, 7]
+    params = SamplingParams(max_new_tokens=8, no_repeat_ngram_size=3)
+    scores = torch.zeros(10)
+    ids = torch.tensor([9, 9, 1, 2, 3, 1, 2])  # two prompt tokens: never part of an n-gram
+    apply_penalties(scores, ids, 2, params)
+    assert scores[3] == -NGRAM_BAN and scores[[0, 1, 2, 4]].eq(0).all()

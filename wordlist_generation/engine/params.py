@@ -26,6 +26,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
+    #: Never repeat an n-gram of this many generated tokens (0 = off).
+    no_repeat_ngram_size: int = 0
     #: Choices below this index pick the most likely token even when sampling: the greedy draft
     #: among the sampled drafts of a greedy request.
     greedy_choices: int = 0

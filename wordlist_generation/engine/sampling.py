@@ -17,10 +17,34 @@ if TYPE_CHECKING:
     from .rows import RowState
 
 
+#: What a token that would repeat an n-gram (`no_repeat_ngram_size`) has taken off its logit:
+#: finite, so that when the constraint allows nothing else it is still chosen rather than a
+#: token outside the constraint.
+NGRAM_BAN = 1e4
+
+
 def needs_penalties(params: Sequence[SamplingParams]) -> bool:
     return any(
-        p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0 for p in params
+        p.presence_penalty
+        or p.frequency_penalty
+        or p.repetition_penalty != 1.0
+        or p.no_repeat_ngram_size
+        for p in params
     )
+
+
+def repeated_ngram_tokens(generated: Sequence[int], size: int) -> list[int]:
+    """Tokens that would complete an n-gram of `size` tokens already in `generated`."""
+    if size < 1 or len(generated) < size - 1:
+        return []
+    if size == 1:
+        return list(set(generated))
+    prefix = list(generated[len(generated) - size + 1 :])
+    return [
+        generated[i + size - 1]
+        for i in range(len(generated) - size + 1)
+        if generated[i : i + size - 1] == prefix
+    ]
 
 
 def apply_penalties(
@@ -31,7 +55,8 @@ def apply_penalties(
     `ids` is the row's whole sequence (prompt, left-padded to `prompt_len`, then generated tokens).
     Presence/frequency penalties are OpenAI's: additive, over generated tokens only. The repetition
     penalty is multiplicative (divide positive logits, multiply negative ones) over prompt and
-    output alike, as in transformers.
+    output alike, as in transformers. `no_repeat_ngram_size` n keeps the output from repeating any
+    n tokens it already wrote (output only; a large finite penalty, see `NGRAM_BAN`).
     """
     if p.presence_penalty or p.frequency_penalty:
         gen = ids[prompt_len:]
@@ -45,6 +70,10 @@ def apply_penalties(
             picked < 0, picked * p.repetition_penalty, picked / p.repetition_penalty
         )
         scores.scatter_(0, ids, picked)
+    if p.no_repeat_ngram_size:
+        banned = repeated_ngram_tokens(ids[prompt_len:].tolist(), p.no_repeat_ngram_size)
+        if banned:
+            scores[torch.tensor(banned, dtype=torch.long)] -= NGRAM_BAN
 
 
 def row_seed(seed: int | None, choice: int) -> int:

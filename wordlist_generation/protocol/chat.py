@@ -120,6 +120,12 @@ class ChatCompletionRequest(RequestModel):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0, description="extension")
+    no_repeat_ngram_size: int | None = Field(
+        None,
+        ge=0,
+        le=16,
+        description="extension: never repeat a sequence of this many generated tokens (0 = off)",
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     # extensions (sent through extra_body by SDK users)
@@ -289,6 +295,7 @@ class ChatCompletionRequest(RequestModel):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             repetition_penalty=self.repetition_penalty or 1.0,
+            no_repeat_ngram_size=self.no_repeat_ngram_size or 0,
             length_penalty=self.length_penalty if self.length_penalty is not None else 1.0,
         )
 
