@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from wordlist_generation.engine.base import Engine
-from wordlist_generation.engine.params import GenerationJob, GenerationOutput, ScoreOutput
+from wordlist_generation.engine.params import (
+    GenerationJob,
+    GenerationOutput,
+    ScoreOutput,
+    TokenLogprob,
+)
 from wordlist_generation.engine.rows import RowState, end_token_ids, job_output
 from wordlist_generation.settings import Settings
 
@@ -82,6 +87,8 @@ class FakeEngine(Engine):
                 for token in tokens:
                     if self.token_seconds:
                         time.sleep(self.token_seconds)
+                    if job.params.logprobs is not None:
+                        row.record(fake_logprob(token, job.params.logprobs))
                     row.push(token, self.decode, self.eos_token_ids)
                     if row.done:
                         break
@@ -108,6 +115,15 @@ class FakeEngine(Engine):
     def close(self) -> None:
         self.gate.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def fake_logprob(token: int, k: int) -> TokenLogprob:
+    """Deterministic entry of a chosen token: its log-probability depends on the id alone, the
+    model's own is 0.5 lower (as a mask renormalises), and the chosen token leads its `k`
+    alternatives, each next id one nat less likely."""
+    logprob = -0.25 - (token % 7) / 4
+    top = tuple((token + j, logprob - j) for j in range(k))
+    return TokenLogprob(id=token, logprob=logprob, raw_logprob=logprob - 0.5, top=top)
 
 
 TOKEN = "unit-test-secret"

@@ -330,7 +330,7 @@ BAD_INPUTS = [
         400,
         "tools",
     ),
-    ("unsupported logprobs", {**GOOD, "logprobs": True}, 400, "logprobs"),
+    ("top_logprobs without logprobs", {**GOOD, "top_logprobs": 2}, 400, "top_logprobs"),
     (
         "unsupported response_format",
         {**GOOD, "response_format": {"type": "json_object"}},

@@ -102,7 +102,7 @@ def test_unknown_field_refused_and_harmless_fields_ignored() -> None:
     "field,value",
     [
         ("tools", [{"type": "function"}]),
-        ("logprobs", True),
+        ("logit_bias", {"50256": -100}),
         ("response_format", {"type": "json_object"}),
     ],
 )

@@ -209,11 +209,13 @@ def create_app(
     app.include_router(models_router.router)
     if chat:
         from .routers import chat as chat_router
+        from .routers import completions as completions_router
         from .routers import score as score_router
         from .routers import web as web_router
         from .routers import words as words_router
 
         app.include_router(chat_router.router)
+        app.include_router(completions_router.router)
         app.include_router(score_router.router)
         app.include_router(words_router.router)
         app.include_router(web_router.router)
@@ -226,7 +228,7 @@ def create_app(
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.MAX_REQUEST_BYTES,
-        prefixes=("/v1/chat", "/v1/constraints", "/v1/score", "/v1/words"),
+        prefixes=("/v1/chat", "/v1/completions", "/v1/constraints", "/v1/score", "/v1/words"),
     )
     # Uploads: a chunked body without Content-Length must not be spooled past the limit either
     # (the handlers refuse precisely, with param="file"; this is the backstop).

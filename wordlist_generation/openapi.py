@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from .protocol import ChatCompletion, ModelList
+from .protocol.completions import TextCompletion
 from .protocol.score import ScoreResponse
 from .routers.batch_models import (
     BatchList,
@@ -74,6 +75,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     ModelList,
     WordlistList,
     ChatCompletion,
+    TextCompletion,
     ScoreResponse,
     JobAccepted,
     JobObject,
@@ -118,6 +120,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, dict[str, Any], tuple[int, ...]]] =
     ("post", "/v1/chat/completions"): (
         "200",
         _json(_ref(ChatCompletion)) | SSE,
+        (400, 401, 404, 413, 422, 429, 503),
+    ),
+    ("post", "/v1/completions"): (
+        "200",
+        _json(_ref(TextCompletion)) | SSE,
         (400, 401, 404, 413, 422, 429, 503),
     ),
     ("post", "/v1/score"): (

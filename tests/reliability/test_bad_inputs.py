@@ -1,5 +1,5 @@
-"""A table of bad inputs over every route that takes input: chat, preview, score, the job API and
-the OpenAI Batch API. Each must be a 4xx in OpenAI's error shape naming the field at fault, and the
+"""A table of bad inputs over every route that takes input: chat, text completions, preview,
+score, the job API and the OpenAI Batch API. Each must be a 4xx in OpenAI's error shape naming the field at fault, and the
 access log must record the status the client got. In-process (fake engine, real tokenizer, word
 lists and compiler): no 5xx may come from input, whatever the engine."""
 
@@ -34,6 +34,10 @@ def raw_chat(fragment: str) -> bytes:
             f'"max_tokens": 4, {fragment}}}').encode()
 
 
+def completion(**kw: Any) -> dict[str, Any]:
+    return {"model": MODEL, "prompt": "Hola", "max_tokens": 4, **kw}
+
+
 def score(**kw: Any) -> dict[str, Any]:
     return {"model": MODEL, "text": "Hola mundo", **kw}
 
@@ -61,8 +65,8 @@ def line(body: Any, custom_id: str = "a") -> dict[str, Any]:
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
-#: (name, route, payload, status, param). Routes: `chat`, `preview` and `score` (payload: a JSON
-#: value, or raw bytes), `job` (payload: (file bytes, query, form)), `file` ((file bytes, form)), `batches`
+#: (name, route, payload, status, param). Routes: `chat`, `completions`, `preview` and `score`
+#: (payload: a JSON value, or raw bytes), `job` (payload: (file bytes, query, form)), `file` ((file bytes, form)), `batches`
 #: (a JSON body for POST /v1/batches), `batch_lines` (JSONL uploaded, then a batch created on it).
 CASES: list[tuple[str, str, Any, int, str | None]] = [
     # --- chat: text that is not Unicode (lone surrogates) in every place a string goes
@@ -148,6 +152,15 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
     ("model empty", "chat", chat(model=""), 400, "model"),
     ("model as a number", "chat", chat(model=5), 400, "model"),
     ("logit_bias", "chat", chat(logit_bias={"1": 100}), 400, "logit_bias"),
+    ("top_logprobs without logprobs", "chat", chat(top_logprobs=2), 400, "top_logprobs"),
+    ("top_logprobs with logprobs false", "chat", chat(logprobs=False, top_logprobs=0), 400,
+     "top_logprobs"),
+    ("top_logprobs above 20", "chat", chat(logprobs=True, top_logprobs=21), 400,
+     "top_logprobs"),
+    ("top_logprobs as a string", "chat", chat(logprobs=True, top_logprobs="2"), 400,
+     "top_logprobs"),
+    ("logprobs as a string", "chat", chat(logprobs="true"), 400, "logprobs"),
+    ("logprobs as a number", "chat", chat(logprobs=1), 400, "logprobs"),
     ("max_tokens disagree", "chat", chat(max_tokens=4, max_completion_tokens=5), 400,
      "max_completion_tokens"),
     # --- chat: the vocabulary
@@ -183,6 +196,62 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
     ("a string body", "chat", b'"hello"', 400, None),
     ("invalid UTF-8", "chat", b'{"model": "\xff\xfe"}', 400, None),
     ("truncated JSON", "chat", b'{"model": "fake-model", "messages": [', 400, None),
+    # --- text completions
+    ("completion max_tokens 0 without echo", "completions", completion(max_tokens=0), 400,
+     "max_tokens"),
+    ("completion max_tokens negative", "completions", completion(max_tokens=-1), 400,
+     "max_tokens"),
+    ("completion huge max_tokens", "completions", completion(max_tokens=10**30), 400,
+     "max_tokens"),
+    ("completion max_tokens 0 with a vocabulary", "completions",
+     completion(max_tokens=0, echo=True, vocab_lang="es", vocab_n_words=100), 400, "max_tokens"),
+    ("completion logprobs 6", "completions", completion(logprobs=6), 400, "logprobs"),
+    ("completion logprobs negative", "completions", completion(logprobs=-1), 400, "logprobs"),
+    ("completion logprobs as a boolean", "completions", completion(logprobs=True), 400,
+     "logprobs"),
+    ("completion suffix", "completions", completion(suffix="."), 400, "suffix"),
+    ("completion best_of 2", "completions", completion(best_of=2), 400, "best_of"),
+    ("completion logit_bias", "completions", completion(logit_bias={"1": 5}), 400,
+     "logit_bias"),
+    ("completion without a prompt", "completions", {"model": MODEL}, 400, "prompt"),
+    ("completion prompt empty list", "completions", completion(prompt=[]), 400, "prompt"),
+    ("completion prompt as a number", "completions", completion(prompt=5), 400, "prompt"),
+    ("completion prompt null", "completions", completion(prompt=None), 400, "prompt"),
+    ("completion prompt item as a number", "completions", completion(prompt=["a", 3]), 400,
+     "prompt.1"),
+    ("completion surrogate in prompt", "completions",
+     f'{{"model": "{MODEL}", "prompt": {surrogate()}}}'.encode(), 400, "prompt"),
+    ("completion surrogate in a prompt list", "completions",
+     f'{{"model": "{MODEL}", "prompt": ["a", {surrogate()}]}}'.encode(), 400, "prompt.1"),
+    ("completion prompt past MAX_INPUT_TOKENS", "completions",
+     completion(prompt="hola " * 5000), 400, "prompt"),
+    ("completion second prompt past MAX_INPUT_TOKENS", "completions",
+     completion(prompt=["hola", "hola " * 5000]), 400, "prompt.1"),
+    ("completion prompts over MAX_N", "completions", completion(prompt=["a"] * 9), 400,
+     "prompt"),
+    ("completion a streamed list of prompts", "completions",
+     completion(prompt=["a", "b"], stream=True), 400, "prompt"),
+    ("completion echo as a string", "completions", completion(echo="true"), 400, "echo"),
+    ("completion NaN temperature", "completions",
+     f'{{"model": "{MODEL}", "prompt": "a", "temperature": NaN}}'.encode(), 400, "temperature"),
+    ("completion num_beams while sampling", "completions",
+     completion(temperature=1, num_beams=2), 400, "num_beams"),
+    ("completion top_p without sampling", "completions", completion(top_p=0.5), 400, "top_p"),
+    ("completion n above num_beams", "completions", completion(n=2), 400, "n"),
+    ("completion an empty stop", "completions", completion(stop=[""]), 400, "stop"),
+    ("completion stream_options without stream", "completions",
+     completion(stream_options={"include_usage": True}), 400, "stream_options"),
+    ("completion drafts without a vocabulary", "completions", completion(drafts=2), 400,
+     "drafts"),
+    ("completion vocab_prompt_hint", "completions", completion(vocab_prompt_hint=True), 400,
+     "vocab_prompt_hint"),
+    ("completion chat messages", "completions", completion(messages=MSG), 400, "messages"),
+    ("completion vocab_lang unknown", "completions",
+     completion(vocab_lang="zz", vocab_n_words=10), 404, "vocab_lang"),
+    ("completion vocab_n_words as a string", "completions",
+     completion(vocab_lang="es", vocab_n_words="10"), 400, "vocab_n_words"),
+    ("completion unknown model", "completions", completion(model="nope"), 404, "model"),
+    ("completion empty body", "completions", b"", 400, None),
     # --- preview
     ("preview without constraints", "preview", {}, 400, "constraints"),
     ("preview surrogate phoneme", "preview",
@@ -307,6 +376,9 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
      b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": '
      b'{"model": "fake-model", "messages": [], "temperature": NaN}}', 400,
      "line[1].body.temperature"),
+    ("batch line of another endpoint", "batch_lines",
+     jsonl({"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": completion()}),
+     400, "line[1].url"),
     ("batch line surrogate custom_id", "batch_lines",
      b'{"custom_id": "\\ud800", "method": "POST", "url": "/v1/chat/completions", "body": {}}',
      400, "line[1].custom_id"),
@@ -349,9 +421,10 @@ def access_log() -> Iterator[Records]:
 
 
 def send(client: TestClient, route: str, payload: Any):  # noqa: ANN201
-    if route in ("chat", "preview", "score", "batches"):
+    if route in ("chat", "completions", "preview", "score", "batches"):
         path = {
             "chat": "/v1/chat/completions",
+            "completions": "/v1/completions",
             "preview": "/v1/constraints/preview",
             "score": "/v1/score",
             "batches": "/v1/batches",

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ApiError
 from .records import FileRecord, JobRecord, JobStatus, now
 from .registry import Registry
-from .uploads import load_items
+from .uploads import BATCH_ENDPOINT, load_items
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ async def _write_batch_files(registry: Registry, job: JobRecord) -> None:
     entries = await registry.io(store.read_results, job.id)
     try:
         data = await registry.io(store.read_input, job.id)
-        items = await asyncio.to_thread(load_items, "batch", data)
+        items = await asyncio.to_thread(
+            load_items, "batch", data, job.endpoint or BATCH_ENDPOINT
+        )
         custom_ids = {item.index: item.custom_id for item in items}
     except (OSError, ValueError, ApiError):
         custom_ids = {i: e.get("custom_id") for i, e in entries.items()}

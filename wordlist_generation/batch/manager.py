@@ -35,6 +35,7 @@ from .retention import sweep, sweeper
 from .store import JobStore, copy_durable, copy_limited
 from .uploads import (
     BATCH_ENDPOINT,
+    BATCH_ENDPOINTS,
     locate,
     parse_batch_file,
     parse_job_upload,
@@ -123,9 +124,10 @@ class JobManager:
         bodies: Sequence[Any],
         params: JobParams | None,
         where: Callable[[int], Location],
+        endpoint: str = BATCH_ENDPOINT,
     ) -> None:
         """Every item prepared as the worker will prepare it; the first error is raised, located."""
-        async with aclosing(prepare_items(self.state, bodies, params)) as outcomes:
+        async with aclosing(prepare_items(self.state, bodies, params, endpoint)) as outcomes:
             async for position, outcome in outcomes:
                 if isinstance(outcome, ApiError):
                     label, prefix, extra = where(position)
@@ -180,9 +182,10 @@ class JobManager:
         metadata: dict[str, str] | None,
     ) -> JobRecord:
         """`POST /v1/batches`: every line is validated now; an invalid file creates no batch."""
-        if endpoint != BATCH_ENDPOINT:
+        if endpoint not in BATCH_ENDPOINTS:
             raise InvalidRequest(
-                f"endpoint {endpoint!r} is not supported; this server batches {BATCH_ENDPOINT}",
+                f"endpoint {endpoint!r} is not supported; this server batches "
+                f"{' and '.join(BATCH_ENDPOINTS)}",
                 param="endpoint",
             )
         if completion_window not in COMPLETION_WINDOWS:
@@ -221,7 +224,7 @@ class JobManager:
                 number = lines[position][0]
                 return f"line {number}", f"line[{number}].body", {"line": number}
 
-            await self._check_items([item.body for _, item in lines], None, where)
+            await self._check_items([item.body for _, item in lines], None, where, endpoint)
             job = self._new_job(
                 batch_id,
                 "batch",

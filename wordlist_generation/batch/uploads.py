@@ -1,7 +1,8 @@
-"""Uploaded inputs -> items -> prepared chat requests, with errors that say where in the upload.
+"""Uploaded inputs -> items -> prepared requests, with errors that say where in the upload.
 
 The job API's file is a JSON array of chat requests; OpenAI's is JSONL, one
-`{custom_id, method, url, body}` per line. Each item is then checked exactly as chat checks a
+`{custom_id, method, url, body}` per line, whose `url` is the batch's endpoint: chat completions
+or text completions (`BATCH_ENDPOINTS`). Each item is then checked exactly as its route checks a
 request (plus the batch rules), at upload and again by the worker (a word list may be gone since).
 """
 
@@ -17,13 +18,21 @@ from pydantic import ValidationError
 
 from ..errors import ApiError, InvalidRequest, validation_error
 from ..protocol import ChatCompletionRequest
+from ..protocol.completions import CompletionRequest
 from ..protocol.screen import screen
 from ..services import chat as completions
+from ..services.completions import PreparedCompletion, prepare_completion
 from ..services.state import ServerState
 from .params import JOB_WIDE_FIELDS, JobParams
 from .records import BatchItem, JobKind
 
 BATCH_ENDPOINT = "/v1/chat/completions"
+COMPLETIONS_ENDPOINT = "/v1/completions"
+#: The routes an OpenAI batch may run (the job API runs chat requests only).
+BATCH_ENDPOINTS = (BATCH_ENDPOINT, COMPLETIONS_ENDPOINT)
+
+#: An item ready to run: a chat request, or a text completion (one generation per prompt).
+PreparedItem = completions.PreparedChat | PreparedCompletion
 
 #: While preparing an upload, give other requests a turn at least this often (items).
 YIELD_EVERY = 32
@@ -141,7 +150,7 @@ def parse_batch_file(data: bytes, endpoint: str, max_items: int) -> list[tuple[i
     return [(number, item) for (number, _), item in zip(lines, items, strict=True)]
 
 
-def load_items(kind: JobKind, data: bytes) -> list[BatchItem]:
+def load_items(kind: JobKind, data: bytes, endpoint: str = BATCH_ENDPOINT) -> list[BatchItem]:
     """A stored input (already validated at upload) back into items, for the worker. Blocking."""
     if kind == "job":
         return [BatchItem(index=i, body=body) for i, body in enumerate(json.loads(data))]
@@ -150,17 +159,22 @@ def load_items(kind: JobKind, data: bytes) -> list[BatchItem]:
         for n, line in enumerate(data.decode("utf-8-sig").splitlines(), 1)
         if line.strip()
     ]
-    return parse_batch_lines(lines, BATCH_ENDPOINT)
+    return parse_batch_lines(lines, endpoint)
 
 
-def validate_item(body: Any, params: JobParams | None) -> ChatCompletionRequest:
+def validate_item(
+    body: Any, params: JobParams | None, endpoint: str = BATCH_ENDPOINT
+) -> ChatCompletionRequest | CompletionRequest:
     """The synchronous half of `prepare_item`: the request model and the batch rules.
 
     `params` is the job API's job-wide override (its fields in the item are ignored); OpenAI
-    batch lines pass None and keep their own parameters.
+    batch lines pass None and keep their own parameters, and `endpoint` says which request they
+    hold (the job API's items are chat requests).
     """
+    text = endpoint == COMPLETIONS_ENDPOINT
     if not isinstance(body, dict):
-        raise InvalidRequest("must be a JSON object (a chat completion request)")
+        kind = "text" if text else "chat"
+        raise InvalidRequest(f"must be a JSON object (a {kind} completion request)")
     if params is not None:
         if body.get("constraints") is not None:
             # Like the vocabulary, phonological constraints are job-wide in the job API (the
@@ -171,39 +185,52 @@ def validate_item(body: Any, params: JobParams | None) -> ChatCompletionRequest:
                 param="constraints",
             )
         body = {k: v for k, v in body.items() if k not in JOB_WIDE_FIELDS}
+    model = CompletionRequest if text else ChatCompletionRequest
     try:
-        request = ChatCompletionRequest.model_validate(body)
+        request = model.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc.errors()) from None
     if request.stream:
         raise InvalidRequest("stream is not available in a batch", param="stream")
     if params is not None:
+        assert isinstance(request, ChatCompletionRequest)
         request = params.apply(request)
     return request
 
 
 async def prepare_item(
-    state: ServerState, body: Any, params: JobParams | None
-) -> completions.PreparedChat:
-    """One chat request of a batch, checked exactly as chat checks it (plus the batch rules)."""
-    return await completions.prepare_chat(state, validate_item(body, params))
+    state: ServerState, body: Any, params: JobParams | None, endpoint: str = BATCH_ENDPOINT
+) -> PreparedItem:
+    """One request of a batch, checked exactly as its route checks it (plus the batch rules)."""
+    return await _prepare(state, validate_item(body, params, endpoint))
+
+
+async def _prepare(
+    state: ServerState, request: ChatCompletionRequest | CompletionRequest
+) -> PreparedItem:
+    if isinstance(request, CompletionRequest):
+        return await prepare_completion(state, request)
+    return await completions.prepare_chat(state, request)
 
 
 def _validate_all(
-    bodies: Sequence[Any], params: JobParams | None
-) -> list[ChatCompletionRequest | ApiError]:
-    out: list[ChatCompletionRequest | ApiError] = []
+    bodies: Sequence[Any], params: JobParams | None, endpoint: str
+) -> list[ChatCompletionRequest | CompletionRequest | ApiError]:
+    out: list[ChatCompletionRequest | CompletionRequest | ApiError] = []
     for body in bodies:
         try:
-            out.append(validate_item(body, params))
+            out.append(validate_item(body, params, endpoint))
         except ApiError as exc:
             out.append(exc)
     return out
 
 
 async def prepare_items(
-    state: ServerState, bodies: Sequence[Any], params: JobParams | None
-) -> AsyncIterator[tuple[int, completions.PreparedChat | ApiError]]:
+    state: ServerState,
+    bodies: Sequence[Any],
+    params: JobParams | None,
+    endpoint: str = BATCH_ENDPOINT,
+) -> AsyncIterator[tuple[int, PreparedItem | ApiError]]:
     """`prepare_item` for each body, in order, as (position, prepared request or its error).
 
     An upload holds up to BATCH_MAX_ITEMS items: their model validation runs in one worker
@@ -211,7 +238,7 @@ async def prepare_items(
     gives other requests a turn every `YIELD_EVERY` items, so a large upload never holds the
     event loop. The caller may stop at the first error (upload) or record it and go on (worker).
     """
-    validated = await asyncio.to_thread(_validate_all, bodies, params)
+    validated = await asyncio.to_thread(_validate_all, bodies, params, endpoint)
     for position, outcome in enumerate(validated):
         if position % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
@@ -222,9 +249,9 @@ async def prepare_items(
 
 
 async def _prepare_or_error(
-    state: ServerState, request: ChatCompletionRequest
-) -> completions.PreparedChat | ApiError:
+    state: ServerState, request: ChatCompletionRequest | CompletionRequest
+) -> PreparedItem | ApiError:
     try:
-        return await completions.prepare_chat(state, request)
+        return await _prepare(state, request)
     except ApiError as exc:
         return exc

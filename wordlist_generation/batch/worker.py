@@ -2,8 +2,9 @@
 
 A job's remaining items (those missing from its results log) are prepared again, grouped by
 batch key (compatible decoding settings) into chunks of at most `BATCH_JOB_PIPELINE_SIZE`, and
-each chunk is one engine `submit`; every finished item is appended to the log before it
-counts. A failed chunk is retried item by item, so one bad item cannot fail its neighbours.
+each chunk is one engine `submit` (a text completion item adds one row set per prompt, none when
+it only echoes its prompt); every finished item is appended to the log before it counts. A failed
+chunk is retried item by item, so one bad item cannot fail its neighbours.
 """
 
 from __future__ import annotations
@@ -17,18 +18,32 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ApiError, GenerationFailed, Overloaded
 from ..services import chat as completions
+from ..services.completions import PreparedCompletion, echo_scores
+from ..services.completions import build_completion as build_text_completion
 from ..services.state import ServerState
 from .finish import finalize
 from .records import BatchItem, JobRecord, now
 from .registry import Registry
-from .uploads import load_items, prepare_items
+from .uploads import BATCH_ENDPOINT, PreparedItem, load_items, prepare_items
 
 if TYPE_CHECKING:
-    from ..engine.params import GenerationJob, GenerationOutput
+    from ..engine.params import GenerationJob, GenerationOutput, SamplingParams
 
 log = logging.getLogger(__name__)
 
-Prepared = tuple[BatchItem, completions.PreparedChat]
+Prepared = tuple[BatchItem, PreparedItem]
+
+
+def generations(prepared: PreparedItem) -> list[completions.PreparedChat]:
+    """What an item generates: a chat request itself, a text completion one job per prompt (none
+    when it only echoes them)."""
+    if isinstance(prepared, PreparedCompletion):
+        return prepared.jobs if prepared.generates else []
+    return [prepared]
+
+
+def decoding(prepared: PreparedItem) -> SamplingParams:
+    return prepared.first.params if isinstance(prepared, PreparedCompletion) else prepared.params
 
 
 class Worker:
@@ -93,7 +108,8 @@ class Worker:
         registry, store = self.registry, self.registry.store
         try:
             data = await registry.io(store.read_input, job.id)
-            items = await asyncio.to_thread(load_items, job.kind, data)
+            endpoint = job.endpoint or BATCH_ENDPOINT
+            items = await asyncio.to_thread(load_items, job.kind, data, endpoint)
         except (OSError, ValueError, ApiError) as exc:
             log.error("%s %s: its input cannot be read: %s", job.kind, job.id, exc)
             await finalize(
@@ -112,7 +128,8 @@ class Worker:
         remaining = [item for item in items if item.index not in entries]
         prepared: list[Prepared] = []
         bodies = [item.body for item in remaining]
-        async with aclosing(prepare_items(self.state, bodies, job.job_params())) as outcomes:
+        outcomes_of = prepare_items(self.state, bodies, job.job_params(), endpoint)
+        async with aclosing(outcomes_of) as outcomes:
             async for position, outcome in outcomes:
                 item = remaining[position]
                 if isinstance(outcome, ApiError):  # e.g. a word list removed since the upload
@@ -135,7 +152,7 @@ class Worker:
         size = self.state.settings.BATCH_JOB_PIPELINE_SIZE
         groups: dict[Hashable, list[Prepared]] = {}
         for pair in prepared:
-            groups.setdefault(engine.batch_key(pair[1].params), []).append(pair)
+            groups.setdefault(engine.batch_key(decoding(pair[1])), []).append(pair)
         for group in groups.values():
             for start in range(0, len(group), size):
                 yield group[start : start + size]
@@ -168,8 +185,10 @@ class Worker:
             self._inflight = []
 
     async def _run_chunk(self, job: JobRecord, chunk: list[Prepared]) -> None:
+        runs = [generations(prepared) for _, prepared in chunk]
         try:
-            outputs = await self._generate([prepared.job() for _, prepared in chunk])
+            gen_jobs = [g.job() for run in runs for g in run]
+            outputs = await self._generate(gen_jobs) if gen_jobs else []
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -187,20 +206,47 @@ class Worker:
             error = GenerationFailed("generation failed; see the server log").body()["error"]
             await self._record(job, chunk[0][0], error=error)
             return
-        for (item, prepared), output in zip(chunk, outputs, strict=True):
-            if any(c.finish_reason == "cancelled" for c in output.choices):
+        at = 0
+        for (item, prepared), run in zip(chunk, runs, strict=True):
+            own, at = outputs[at : at + len(run)], at + len(run)
+            choices = [c for output in own for c in output.choices]
+            if any(c.finish_reason == "cancelled" for c in choices):
                 continue  # cut short by a cancel or shutdown: not a result, never recorded
             failures = [
-                c.error or "constraint error" for c in output.choices if c.finish_reason == "error"
+                c.error or "constraint error" for c in choices if c.finish_reason == "error"
             ]
             if failures:
                 error = GenerationFailed(f"generation failed: {failures[0]}").body()["error"]
                 await self._record(job, item, error=error)
                 continue
+            await self._record(job, item, response=await self._respond(job, item, prepared, own))
+
+    async def _respond(
+        self,
+        job: JobRecord,
+        item: BatchItem,
+        prepared: PreparedItem,
+        outputs: list[GenerationOutput],
+    ) -> dict[str, Any]:
+        """The response body of one finished item, as its route would answer it."""
+        if not isinstance(prepared, PreparedCompletion):
             completion = completions.build_completion(
-                prepared, output, f"chatcmpl-batch-{job.id}-{item.index}"
+                prepared, outputs[0], f"chatcmpl-batch-{job.id}-{item.index}"
             )
-            await self._record(job, item, response=completion.model_dump())
+            return completion.model_dump()
+        # The echoed prompts' passes run on the scheduler thread like every row: the worker runs
+        # one item at a time, so they need no admission of their own.
+        engine = self.state.require_engine()
+        scores = await asyncio.to_thread(echo_scores, engine, prepared)
+        text = await asyncio.to_thread(
+            build_text_completion,
+            engine,
+            prepared,
+            outputs if prepared.generates else None,
+            scores,
+            f"cmpl-batch-{job.id}-{item.index}",
+        )
+        return text.model_dump()
 
     async def _record(
         self,

@@ -32,6 +32,7 @@ from transformers import (
 from ..constraints.base import SequenceConstraint
 from .base import Engine
 from .loader import LoadedModel
+from .logprobs import beam_entries
 from .params import GenerationJob, GenerationOutput, ScoreOutput
 from .rows import RowState, end_token_ids, finished_sequence, job_output
 from .sampling import PenaltyProcessor, Picker, RawLogprobs, needs_penalties, row_seed
@@ -303,6 +304,8 @@ class HFEngine(Engine):
         )
         if constraint_proc is not None:
             processors.append(constraint_proc)
+        # The raw logits of every step and beam are kept only when some job asks for logprobs.
+        want_logprobs = any(job.params.logprobs is not None for job in jobs)
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -314,6 +317,7 @@ class HFEngine(Engine):
                 length_penalty=params.length_penalty,
                 return_dict_in_generate=True,
                 output_scores=True,
+                output_logits=want_logprobs,
             ),
             logits_processor=processors,
             stopping_criteria=StoppingCriteriaList([_CancelAll(jobs)]),
@@ -329,6 +333,11 @@ class HFEngine(Engine):
                 error = None
                 if constraint_proc is not None:
                     error = constraint_proc.error_of(j, _until_end(generated, self.eos_token_ids))
+                entries = None
+                if job.params.logprobs is not None:
+                    entries = beam_entries(
+                        out, k, _until_end(generated, self.eos_token_ids), job.params.logprobs
+                    )
                 choices.append(
                     finished_sequence(
                         job,
@@ -338,10 +347,13 @@ class HFEngine(Engine):
                         self.eos_token_ids,
                         score=seq_scores[k] if seq_scores else None,
                         error=error,
+                        token_logprobs=entries,
                     )
                 )
             if job.on_delta is not None and not job.cancel.is_set():
                 for choice in choices:
+                    if job.on_logprobs is not None and choice.token_logprobs:
+                        job.on_logprobs(choice.index, list(choice.token_logprobs))
                     if choice.text:
                         job.on_delta(choice.index, choice.text)
             outputs.append(job_output(job, choices))

@@ -31,6 +31,9 @@ class SamplingParams:
     #: Choices below this index pick the most likely token even when sampling: the greedy draft
     #: among the sampled drafts of a greedy request.
     greedy_choices: int = 0
+    #: Per-token log-probabilities: None = off (no extra work per step); k >= 0 = record each
+    #: chosen token and its k most likely alternatives (`ChoiceOutput.token_logprobs`).
+    logprobs: int | None = None
 
     def samples(self, choice: int) -> bool:
         """True when `choice` draws its tokens (it has its own seeded generator)."""
@@ -54,8 +57,29 @@ class SamplingParams:
         return ("step",)
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probabilities (natural log).
+
+    `logprob` is under the distribution decoded from: the model's logits after penalties, the
+    constraint mask (and its token bias) and, for a sampled row, the temperature, renormalised
+    (log-softmax), before top-k/top-p truncation. `raw_logprob` is under the model alone
+    (temperature 1, no penalties, no mask). `top` holds the `logprobs` most likely tokens of the
+    decoded distribution, best first, as (id, logprob); tokens the mask rules out are never listed.
+    """
+
+    id: int
+    logprob: float
+    raw_logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
 #: A streaming callback: (choice index, text delta). Called from the generation thread.
 DeltaCallback = Callable[[int, str], None]
+#: (choice index, the entries of the tokens whose text the next delta completes). Called from the
+#: generation thread just before that delta; at the end of a row possibly with no delta after it
+#: (the rest of the last token's text was cut: a stop string, a trimmed word).
+LogprobsCallback = Callable[[int, list[TokenLogprob]], None]
 
 
 @dataclass
@@ -67,6 +91,8 @@ class GenerationJob:
     constraint: CompiledConstraint | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     on_delta: DeltaCallback | None = None
+    #: With `params.logprobs` set and streaming: the token entries that go with each delta.
+    on_logprobs: LogprobsCallback | None = None
 
 
 @dataclass
@@ -81,6 +107,10 @@ class ChoiceOutput:
     #: Mean log-probability of the chosen tokens under the model alone (before penalties and the
     #: constraint mask); None where the engine does not know it (beams).
     raw_score: float | None = None
+    #: With `params.logprobs` set: one entry per token whose text is, at least in part, in
+    #: `text`, in order (the end-of-turn token, a stop string's own tokens and the tokens of a
+    #: trimmed fragment are not listed); None otherwise.
+    token_logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass

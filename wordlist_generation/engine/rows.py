@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .params import ChoiceOutput, GenerationJob, GenerationOutput
+from .params import ChoiceOutput, GenerationJob, GenerationOutput, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,25 @@ def stop_holdback(text: str, stops: Sequence[str]) -> int:
                 keep = min(keep, len(text) - k)
                 break
     return complete_text(text, keep)
+
+
+def listed_tokens(
+    tokens: Sequence[int], text_len: int, decode: Callable[[Sequence[int]], str]
+) -> int:
+    """How many leading `tokens` have text starting inside the first `text_len` characters of
+    their decoded text: the tokens a finished answer of that length lists with its logprobs.
+
+    A token's text starts where the complete characters of everything before it end, which never
+    decreases along the tokens, so a binary search over prefixes finds the count.
+    """
+    lo, hi = 0, len(tokens)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if complete_text(decode(tokens[:mid])) < text_len:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def find_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -81,6 +100,20 @@ class RowState:
     #: Sum of the chosen tokens' log-probabilities before penalties and the constraint mask.
     raw_logprob_sum: float = 0.0
     error: str | None = None
+    #: With `params.logprobs` set: every recorded token's entry, and where each pushed token's
+    #: text starts (characters of complete text before it); entries streamed so far.
+    token_logprobs: list[TokenLogprob] | None = None
+    starts: list[int] = field(default_factory=list)
+    streamed_logprobs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.job.params.logprobs is not None:
+            self.token_logprobs = []
+
+    def record(self, entry: TokenLogprob) -> None:
+        """Keep the log-probabilities of the token about to be pushed."""
+        assert self.token_logprobs is not None
+        self.token_logprobs.append(entry)
 
     def add_logprobs(self, decoded: float, raw: float) -> None:
         """Record the chosen token's log-probability as decoded and under the model alone."""
@@ -97,6 +130,8 @@ class RowState:
         error: str | None = None,
     ) -> None:
         """Take one generated token: end the row or stream what can be released."""
+        if self.token_logprobs is not None:
+            self.starts.append(complete_text(self.text))
         self.tokens.append(token)
         job, params = self.job, self.job.params
         if error is not None:
@@ -123,8 +158,45 @@ class RowState:
             if job.constraint is not None:
                 keep = min(keep, job.constraint.releasable(self.text[:keep]))
             if keep > self.sent:
+                if self.token_logprobs is not None:
+                    self._stream_logprobs(self._ready_logprobs(keep))
                 job.on_delta(self.choice, self.text[self.sent : keep])
                 self.sent = keep
+
+    def _ready_logprobs(self, upto: int) -> int:
+        """How many entries have text ending within the first `upto` characters. A token ends
+        where the next token with a later start begins (the tokens of one character, and tokens
+        with no text, end together), the last ones where the complete text ends."""
+        if self.token_logprobs is None or self.job.on_logprobs is None:
+            return self.streamed_logprobs
+        starts = self.starts
+        n = min(len(self.token_logprobs), len(starts))
+        complete = complete_text(self.text)
+        i = self.streamed_logprobs
+        while i < n:
+            j = i + 1
+            while j < len(starts) and starts[j] == starts[i]:
+                j += 1
+            end = starts[j] if j < len(starts) else complete
+            if end <= starts[i] or end > upto:
+                break
+            i = min(j, n)
+        return i
+
+    def _stream_logprobs(self, upto: int) -> None:
+        """Hand the entries before index `upto` not yet streamed to `on_logprobs`."""
+        if self.token_logprobs is None or self.job.on_logprobs is None:
+            return
+        if upto > self.streamed_logprobs:
+            self.job.on_logprobs(self.choice, self.token_logprobs[self.streamed_logprobs : upto])
+            self.streamed_logprobs = upto
+
+    def listed(self) -> int:
+        """Entries of the tokens whose text starts inside `text` (see `ChoiceOutput`)."""
+        assert self.token_logprobs is not None
+        n = min(len(self.token_logprobs), len(self.starts))
+        end = len(self.text)
+        return sum(1 for s in self.starts[:n] if s < end)
 
     def finish(self, reason: str, *, ended_by_eos: bool = False) -> None:
         """End the row. `text` holds no end token (never decoded into it) and no stop string."""
@@ -140,7 +212,11 @@ class RowState:
                     "final text of choice %d no longer starts with what was streamed", self.choice
                 )
             elif len(self.text) > self.sent:
+                if self.token_logprobs is not None:
+                    self._stream_logprobs(self.listed())
                 self.job.on_delta(self.choice, self.text[self.sent :])
+            if self.token_logprobs is not None:  # a last token whose text was cut: no delta
+                self._stream_logprobs(self.listed())
             self.sent = len(self.text)
 
     def output(self) -> ChoiceOutput:
@@ -152,6 +228,9 @@ class RowState:
             error=self.error,
             score=self.logprob_sum / max(1, len(self.tokens)),
             raw_score=self.raw_logprob_sum / max(1, len(self.tokens)),
+            token_logprobs=(
+                self.token_logprobs[: self.listed()] if self.token_logprobs is not None else None
+            ),
         )
 
 
@@ -164,9 +243,11 @@ def finished_sequence(
     *,
     score: float | None = None,
     error: str | None = None,
+    token_logprobs: Sequence[TokenLogprob] | None = None,
 ) -> ChoiceOutput:
     """A whole sequence known only at the end (a beam): the same stop, cancel and trimming rules
-    as `RowState`, applied once. `error` is a constraint failure of this sequence."""
+    as `RowState`, applied once. `error` is a constraint failure of this sequence;
+    `token_logprobs` the entries of its tokens, of which those of the returned text are kept."""
     tokens: list[int] = []
     ended = False
     for t in generated:
@@ -186,8 +267,18 @@ def finished_sequence(
     text = text[: complete_text(text)]
     if job.constraint is not None:
         text = job.constraint.finalize(text, complete=ended)
+    listed = None
+    if token_logprobs is not None:
+        entries = list(token_logprobs[: len(tokens)])
+        listed = entries[: listed_tokens(tokens[: len(entries)], len(text), decode)]
     return ChoiceOutput(
-        index=index, text=text, token_ids=tokens, finish_reason=reason, error=error, score=score
+        index=index,
+        text=text,
+        token_ids=tokens,
+        finish_reason=reason,
+        error=error,
+        score=score,
+        token_logprobs=listed,
     )
 
 

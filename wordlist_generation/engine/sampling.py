@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import LogitsProcessor
 
+from .logprobs import decoded_logprobs, token_entry
 from .params import SamplingParams
 
 if TYPE_CHECKING:
@@ -146,9 +147,17 @@ class Picker(LogitsProcessor):
             if row.done:
                 out[r, 0] = 0.0
                 continue
-            token = pick_token(scores[r], row.job.params, row.generator)
-            row.add_logprobs(
-                float(logp[r, token]), float(raw[r, token]) if raw is not None else math.nan
-            )
+            params = row.job.params
+            token = pick_token(scores[r], params, row.generator)
+            raw_lp = float(raw[r, token]) if raw is not None else math.nan
+            row.add_logprobs(float(logp[r, token]), raw_lp)
+            if params.logprobs is not None:
+                sampled = params.samples(row.choice)
+                decoded = (
+                    decoded_logprobs(scores[r], params, sampled)
+                    if sampled and params.temperature != 1.0
+                    else logp[r]
+                )
+                row.record(token_entry(decoded, token, raw_lp, params.logprobs))
             out[r, token] = 0.0
         return out

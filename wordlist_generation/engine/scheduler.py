@@ -38,6 +38,7 @@ from transformers import DynamicCache
 
 from ..constraints.bitmask import apply_bitmask
 from ..constraints.processor import fill_mask
+from .logprobs import decoded_logprobs, token_entry
 from .params import GenerationJob, GenerationOutput
 from .rows import RowState, job_output
 from .sampling import apply_penalties, needs_penalties, pick_token, row_seed
@@ -431,10 +432,14 @@ class Scheduler:
             for t, boost in seq.constraint.token_bias().items():
                 scores[t] += boost
         token = pick_token(scores, params, row.generator)
-        row.add_logprobs(
-            float(torch.log_softmax(scores, dim=-1)[token]),
-            float(raw[token] - torch.logsumexp(raw, dim=-1)),
-        )
+        logp = torch.log_softmax(scores, dim=-1)
+        raw_lp = float(raw[token] - torch.logsumexp(raw, dim=-1))
+        row.add_logprobs(float(logp[token]), raw_lp)
+        if params.logprobs is not None:
+            sampled = params.samples(row.choice)
+            if sampled and params.temperature != 1.0:
+                logp = decoded_logprobs(scores, params, sampled)
+            row.record(token_entry(logp, token, raw_lp, params.logprobs))
         row.push(token, self.decode, self.eos_token_ids)
         seq.ids.append(token)
         seq.last = token

@@ -1,7 +1,8 @@
 """OpenAI chat-completion request/response models, plus this server's extension fields.
 
-The one place where HTTP fields become generation parameters is `ChatCompletionRequest.to_params`,
-so the decoding-mode rule is implemented (and tested) once:
+The one place where HTTP fields become generation parameters is `decoding_params` (called by
+`ChatCompletionRequest.to_params` and the text completion request's), so the decoding-mode rule is
+implemented (and tested) once:
 
 - `temperature > 0` samples (with `top_p`, `top_k`, `seed`); `num_beams` must then be 1 or unset.
 - otherwise (temperature 0 or unset) beam search with `num_beams` (default `DEFAULT_NUM_BEAMS`),
@@ -10,7 +11,8 @@ so the decoding-mode rule is implemented (and tested) once:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from dataclasses import replace
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,8 +38,6 @@ UNSUPPORTED_FIELDS: frozenset[str] = frozenset(
         "functions",
         "function_call",
         "parallel_tool_calls",
-        "logprobs",
-        "top_logprobs",
         "logit_bias",
         "response_format",
         "audio",
@@ -148,14 +148,20 @@ class ChatCompletionRequest(RequestModel):
         description="extension: candidates generated per choice, the best returned (at most "
         "MAX_DRAFTS); needs a vocabulary",
     )
+    logprobs: bool | None = Field(
+        None,
+        description="return each answer token's log-probability (with `logprob_unconstrained`, "
+        "the model's own, as an extension)",
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="alternatives listed per token (needs logprobs: true)"
+    )
     # unsupported OpenAI parameters: declared so we can name them in a clear 400
     tools: Any = None
     tool_choice: Any = None
     functions: Any = None
     function_call: Any = None
     parallel_tool_calls: Any = None
-    logprobs: Any = None
-    top_logprobs: Any = None
     logit_bias: Any = None
     response_format: Any = None
     audio: Any = None
@@ -227,6 +233,8 @@ class ChatCompletionRequest(RequestModel):
         bad = self.unsupported_fields()
         if bad:
             raise UnsupportedParameter(f"'{bad[0]}' is not supported by this server", param=bad[0])
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
         if (
             self.max_tokens is not None
             and self.max_completion_tokens is not None
@@ -240,64 +248,96 @@ class ChatCompletionRequest(RequestModel):
         param = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
         check_max_tokens(settings, max_new, param)
         max_new = max_new or settings.DEFAULT_MAX_NEW_TOKENS
-        if self.n > settings.MAX_N:
-            raise InvalidRequest(f"n must be at most {settings.MAX_N}", param="n")
-
-        sampling = self.temperature is not None and self.temperature > 0
-        if sampling:
-            if self.num_beams is not None and self.num_beams > 1:
-                raise InvalidRequest(
-                    "num_beams > 1 needs temperature 0 or unset: temperature > 0 selects "
-                    "sampling, which does not combine with beam search on this server",
-                    param="num_beams",
-                )
-            if self.length_penalty is not None:
-                raise InvalidRequest(
-                    "length_penalty only applies to beam search (temperature 0 or unset)",
-                    param="length_penalty",
-                )
-            num_beams = 1
-        else:
-            for name in ("top_p", "top_k"):
-                value = getattr(self, name)
-                if value is not None and not (name == "top_p" and value == 1.0):
-                    raise InvalidRequest(
-                        f"{name} only applies when sampling (temperature > 0)", param=name
-                    )
-            num_beams = self.num_beams or settings.DEFAULT_NUM_BEAMS
-            check_num_beams(settings, num_beams)
-            if self.n > num_beams:
-                raise InvalidRequest(
-                    f"n ({self.n}) cannot exceed num_beams ({num_beams}) without sampling: "
-                    "raise num_beams or set temperature > 0",
-                    param="n",
-                )
-            check_length_penalty(num_beams, self.length_penalty)
-        work = self.n * num_beams * max_new
-        if work > settings.MAX_WORK_TOKENS:
-            raise InvalidRequest(
-                f"n x num_beams x max_tokens = {self.n} x {num_beams} x {max_new} = {work} "
-                f"exceeds this server's limit of {settings.MAX_WORK_TOKENS}",
-                param="max_tokens" if self.max_tokens else "n",
-            )
-        if self.stream_options is not None and not self.stream:
-            raise InvalidRequest("stream_options requires stream=true", param="stream_options")
-        return SamplingParams(
-            max_new_tokens=max_new,
-            do_sample=sampling,
-            num_beams=num_beams,
-            n=self.n,
-            temperature=self.temperature if sampling else 1.0,
-            top_p=self.top_p if self.top_p is not None else 1.0,
-            top_k=self.top_k,
-            seed=self.seed,
-            stop=self.stop_list(),
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            repetition_penalty=self.repetition_penalty or 1.0,
-            no_repeat_ngram_size=self.no_repeat_ngram_size or 0,
-            length_penalty=self.length_penalty if self.length_penalty is not None else 1.0,
+        params = decoding_params(
+            self, settings, max_new, work_param="max_tokens" if self.max_tokens else "n"
         )
+        if self.logprobs:
+            params = replace(params, logprobs=self.top_logprobs or 0)
+        return params
+
+
+class DecodingFields(Protocol):
+    """What the decoding rule reads from a request (chat and text completions alike)."""
+
+    n: int
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    seed: int | None
+    num_beams: int | None
+    length_penalty: float | None
+    presence_penalty: float
+    frequency_penalty: float
+    repetition_penalty: float | None
+    no_repeat_ngram_size: int | None
+    stream: bool
+    stream_options: StreamOptions | None
+
+    def stop_list(self) -> tuple[str, ...]: ...
+
+
+def decoding_params(
+    request: DecodingFields, settings: Settings, max_new: int, *, work_param: str
+) -> SamplingParams:
+    """The decoding rule (module docstring) and the server's limits on it, for `max_new` tokens
+    per choice; `work_param` is the field named when the request's total work is over the cap."""
+    if request.n > settings.MAX_N:
+        raise InvalidRequest(f"n must be at most {settings.MAX_N}", param="n")
+    sampling = request.temperature is not None and request.temperature > 0
+    if sampling:
+        if request.num_beams is not None and request.num_beams > 1:
+            raise InvalidRequest(
+                "num_beams > 1 needs temperature 0 or unset: temperature > 0 selects "
+                "sampling, which does not combine with beam search on this server",
+                param="num_beams",
+            )
+        if request.length_penalty is not None:
+            raise InvalidRequest(
+                "length_penalty only applies to beam search (temperature 0 or unset)",
+                param="length_penalty",
+            )
+        num_beams = 1
+    else:
+        for name in ("top_p", "top_k"):
+            value = getattr(request, name)
+            if value is not None and not (name == "top_p" and value == 1.0):
+                raise InvalidRequest(
+                    f"{name} only applies when sampling (temperature > 0)", param=name
+                )
+        num_beams = request.num_beams or settings.DEFAULT_NUM_BEAMS
+        check_num_beams(settings, num_beams)
+        if request.n > num_beams:
+            raise InvalidRequest(
+                f"n ({request.n}) cannot exceed num_beams ({num_beams}) without sampling: "
+                "raise num_beams or set temperature > 0",
+                param="n",
+            )
+        check_length_penalty(num_beams, request.length_penalty)
+    work = request.n * num_beams * max_new
+    if work > settings.MAX_WORK_TOKENS:
+        raise InvalidRequest(
+            f"n x num_beams x max_tokens = {request.n} x {num_beams} x {max_new} = {work} "
+            f"exceeds this server's limit of {settings.MAX_WORK_TOKENS}",
+            param=work_param,
+        )
+    if request.stream_options is not None and not request.stream:
+        raise InvalidRequest("stream_options requires stream=true", param="stream_options")
+    return SamplingParams(
+        max_new_tokens=max_new,
+        do_sample=sampling,
+        num_beams=num_beams,
+        n=request.n,
+        temperature=request.temperature if sampling else 1.0,
+        top_p=request.top_p if request.top_p is not None else 1.0,
+        top_k=request.top_k,
+        seed=request.seed,
+        stop=request.stop_list(),
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        repetition_penalty=request.repetition_penalty or 1.0,
+        no_repeat_ngram_size=request.no_repeat_ngram_size or 0,
+        length_penalty=request.length_penalty if request.length_penalty is not None else 1.0,
+    )
 
 
 class PreviewRequest(RequestModel):

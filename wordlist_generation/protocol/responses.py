@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any, Literal
@@ -23,6 +24,34 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+#: What a log-probability of minus infinity (or any non-finite value) is sent as: JSON has no
+#: infinity, and OpenAI's API uses this value for tokens it deems impossible.
+LOGPROB_FLOOR = -9999.0
+
+
+def finite_logprob(value: float) -> float:
+    return value if math.isfinite(value) and value > LOGPROB_FLOOR else LOGPROB_FLOOR
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    #: The token's own bytes (its text is their UTF-8 decoding, escaped where not whole UTF-8).
+    bytes: list[int] | None = None
+
+
+class TokenLogprobEntry(TopLogprob):
+    top_logprobs: list[TopLogprob]
+    #: Extension: the model's own log-probability of the token (temperature 1, before penalties
+    #: and the constraint mask); null where the engine does not know it.
+    logprob_unconstrained: float | None = None
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobEntry] | None = None
+    refusal: list[TokenLogprobEntry] | None = None
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
@@ -32,7 +61,7 @@ class Choice(BaseModel):
     index: int
     message: ResponseMessage
     finish_reason: str
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -56,7 +85,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: Delta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):

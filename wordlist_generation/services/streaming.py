@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..engine.params import TokenLogprob
 from ..errors import ApiError, GenerationFailed
 from ..protocol import ChatCompletionChunk, ChunkChoice, Delta, completion_id, now
 from .chat import PreparedChat, build_completion
@@ -67,12 +68,22 @@ async def stream_chat(
     `choices` and an `event` object, so the SDK still parses every line.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    # (choice, text delta) or (choice, token logprobs that go with that choice's next delta)
+    queue: asyncio.Queue[tuple[int, str | list[TokenLogprob]]] = asyncio.Queue()
 
     def on_delta(index: int, text: str) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, (index, text))
 
-    job = prepared.job(on_delta if prepared.drafts == 1 else None)
+    def on_logprobs(index: int, entries: list[TokenLogprob]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (index, entries))
+
+    live = prepared.drafts == 1  # drafts are compared at the end: their text comes then
+    job = prepared.job(
+        on_delta if live else None,
+        on_logprobs if live and prepared.pieces is not None else None,
+    )
+    #: Per choice, token logprobs waiting for their text (or, at the end, the finish chunk).
+    pending: dict[int, list[TokenLogprob]] = {}
     rid, created, model = completion_id(), now(), prepared.model_id
     options = prepared.request.stream_options
     include_usage = bool(options and options.include_usage)
@@ -82,6 +93,16 @@ async def stream_chat(
         return _sse(
             ChatCompletionChunk(id=rid, created=created, model=model, choices=choices, **extra)
         )
+
+    def delta(item: tuple[int, str | list[TokenLogprob]]) -> str | None:
+        """The chunk of a text delta, with the logprobs of the tokens it completes; logprobs
+        alone wait for their text."""
+        index, value = item
+        if not isinstance(value, str):
+            pending.setdefault(index, []).extend(value)
+            return None
+        logprobs = prepared.logprobs(pending.pop(index, []))
+        return chunk([ChunkChoice(index=index, delta=Delta(content=value), logprobs=logprobs)])
 
     try:
         future = state.submit([job], lease.rows)
@@ -104,15 +125,17 @@ async def stream_chat(
                 {getter, future}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
             )
             if getter in done:
-                index, text = getter.result()
+                sse = delta(getter.result())
                 getter = None
-                yield chunk([ChunkChoice(index=index, delta=Delta(content=text))])
+                if sse is not None:
+                    yield sse
             elif future in done:
                 getter.cancel()
                 getter = None
                 while not queue.empty():  # deltas queued before the thread returned
-                    index, text = queue.get_nowait()
-                    yield chunk([ChunkChoice(index=index, delta=Delta(content=text))])
+                    sse = delta(queue.get_nowait())
+                    if sse is not None:
+                        yield sse
                 break
             else:
                 yield ": keep-alive\n\n"
@@ -137,16 +160,30 @@ async def stream_chat(
                         "selected": [d["draft"] for d in drafts if d["selected"]],
                     },
                 )
-        if prepared.drafts > 1:  # the winners' text is known only now
+        if not live:  # the winners' text is known only now
             for c in completion.choices:
-                if c.message.content:
+                if c.message.content or c.logprobs is not None:
                     yield chunk(
-                        [ChunkChoice(index=c.index, delta=Delta(content=c.message.content))]
+                        [
+                            ChunkChoice(
+                                index=c.index,
+                                delta=Delta(content=c.message.content),
+                                logprobs=c.logprobs,
+                            )
+                        ]
                     )
         for c in completion.choices:
             last = c.index == completion.choices[-1].index
+            rest = pending.pop(c.index, None)  # tokens whose text was cut at the end
             yield chunk(
-                [ChunkChoice(index=c.index, delta=Delta(), finish_reason=c.finish_reason)],
+                [
+                    ChunkChoice(
+                        index=c.index,
+                        delta=Delta(),
+                        finish_reason=c.finish_reason,
+                        logprobs=prepared.logprobs(rest) if rest else None,
+                    )
+                ],
                 constraint=completion.constraint if last else None,
             )
         if include_usage:
