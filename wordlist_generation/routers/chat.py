@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -37,6 +38,20 @@ class LeasedStreamingResponse(StreamingResponse):
             self.lease.release()  # a no-op once the generation holds the slot
 
 
+async def leased_stream(
+    state: StateDep, rows: int, events: Callable[[SlotLease], AsyncIterator[str]]
+) -> LeasedStreamingResponse:
+    """An SSE response over `events(lease)`, holding `rows` of the limiter until it ends."""
+    assert state.limiter is not None
+    lease = SlotLease(state.limiter, await state.limiter.acquire(rows))
+    return LeasedStreamingResponse(
+        events(lease),
+        lease,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 @router.get("/wordlists")
 async def list_wordlists(state: StateDep) -> dict:
     state.require_engine()
@@ -54,13 +69,8 @@ async def chat_completions(
     if prepared.constraint is not None:
         extra.update(vocab=prepared.constraint.spec.label())
     if body.stream:
-        assert state.limiter is not None
-        lease = SlotLease(state.limiter, await state.limiter.acquire(prepared.rows))
-        return LeasedStreamingResponse(
-            stream_chat(state, prepared, extra, lease),
-            lease,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return await leased_stream(
+            state, prepared.rows, lambda lease: stream_chat(state, prepared, extra, lease)
         )
     outputs = await state.run_generation([prepared.job()], request.is_disconnected)
     output = outputs[0]

@@ -8,8 +8,7 @@ from fastapi.responses import Response
 from ..deps import StateDep, log_extra
 from ..protocol.completions import CompletionRequest, TextCompletion
 from ..services.completions import create_completion, prepare_completion, stream_completion
-from ..services.limiter import SlotLease
-from .chat import CLIENT_CLOSED_REQUEST, LeasedStreamingResponse
+from .chat import CLIENT_CLOSED_REQUEST, leased_stream
 
 router = APIRouter(prefix="/v1")
 
@@ -31,13 +30,8 @@ async def completions(
     if prepared.first.constraint is not None:
         extra.update(vocab=prepared.first.constraint.spec.label())
     if body.stream:
-        assert state.limiter is not None
-        lease = SlotLease(state.limiter, await state.limiter.acquire(prepared.rows))
-        return LeasedStreamingResponse(
-            stream_completion(state, prepared, extra, lease),
-            lease,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return await leased_stream(
+            state, prepared.rows, lambda lease: stream_completion(state, prepared, extra, lease)
         )
     completion = await create_completion(state, prepared, request.is_disconnected, extra)
     if completion is None:  # left while queued: nobody reads an answer
