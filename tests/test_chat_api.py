@@ -332,10 +332,10 @@ BAD_INPUTS = [
     ),
     ("top_logprobs without logprobs", {**GOOD, "top_logprobs": 2}, 400, "top_logprobs"),
     (
-        "unsupported response_format",
-        {**GOOD, "response_format": {"type": "json_object"}},
+        "unknown response_format type",
+        {**GOOD, "response_format": {"type": "xml"}},
         400,
-        "response_format",
+        "response_format.type",
     ),
     ("too many stops", {**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     (

@@ -103,7 +103,6 @@ def test_unknown_field_refused_and_harmless_fields_ignored() -> None:
     [
         ("tools", [{"type": "function"}]),
         ("logit_bias", {"50256": -100}),
-        ("response_format", {"type": "json_object"}),
     ],
 )
 def test_unsupported_openai_parameters_are_named(settings: Settings, field, value) -> None:

@@ -91,7 +91,8 @@ def _load(state: ServerState, engine: Engine | None) -> None:
         state.engine = engine
         from .constraints.compiler import ConstraintCompiler
         from .constraints.phonology import PhonologyHandler
-        from .constraints.spec import PhonologicalSpec, WordlistSpec
+        from .constraints.spec import PhonologicalSpec, StructuredSpec, WordlistSpec
+        from .constraints.structured import StructuredHandler
         from .constraints.tokenizer import TokenizerTables
         from .constraints.wordlist import WordlistHandler, WordlistRegistry, prebuild
         from .engine.loader import default_cache_dir
@@ -109,6 +110,7 @@ def _load(state: ServerState, engine: Engine | None) -> None:
         )
         state.compiler.register(WordlistSpec, wordlists)
         state.compiler.register(PhonologicalSpec, state.phonology)
+        state.compiler.register(StructuredSpec, StructuredHandler(tables, state.compiler))
         wordlists.warmup()
         if s.PREBUILD_PREFIX:
             prebuild(state.compiler, s.PREBUILD_LANGS, s.PREBUILD_WORD_COUNTS)

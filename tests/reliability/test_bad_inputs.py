@@ -34,6 +34,10 @@ def raw_chat(fragment: str) -> bytes:
             f'"max_tokens": 4, {fragment}}}').encode()
 
 
+def json_schema(schema: Any) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+
+
 def completion(**kw: Any) -> dict[str, Any]:
     return {"model": MODEL, "prompt": "Hola", "max_tokens": 4, **kw}
 
@@ -190,6 +194,42 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
      "constraints"),
     ("unknown constraint type", "chat", chat(constraints=[{"type": "nope"}]), 400,
      "constraints.0.type"),
+    # --- chat: response_format (alone and with a vocabulary)
+    ("response_format not an object", "chat", chat(response_format="json"), 400,
+     "response_format"),
+    ("response_format unknown type", "chat", chat(response_format={"type": "yaml"}), 400,
+     "response_format.type"),
+    ("response_format unknown key", "chat",
+     chat(response_format={"type": "json_object", "schema": {}}), 400, "response_format.schema"),
+    ("json_schema without schema", "chat",
+     chat(response_format={"type": "json_schema", "json_schema": {"name": "s"}}), 400,
+     "response_format.json_schema.schema"),
+    ("json_schema without name", "chat",
+     chat(response_format={"type": "json_schema", "json_schema": {"schema": {}}}), 400,
+     "response_format.json_schema.name"),
+    ("json_schema llguidance refuses", "chat",
+     chat(response_format=json_schema({"type": "object", "not": {"type": "object"}})), 400,
+     "response_format"),
+    ("json_schema enum word outside the list", "chat",
+     chat(vocab_lang="es", vocab_n_words=1000, response_format=json_schema(
+         {"type": "object", "properties": {"title": {"type": "string", "enum": ["qwzx"]}}})),
+     400, "response_format.json_schema.schema.properties.title.enum"),
+    ("json_schema string format with a vocabulary", "chat",
+     chat(vocab_lang="es", vocab_n_words=1000, response_format=json_schema(
+         {"type": "object", "properties": {"when": {"type": "string", "format": "date"}}})),
+     400, "response_format.json_schema.schema.properties.when.format"),
+    ("json_schema pattern with a vocabulary", "chat",
+     chat(vocab_lang="es", vocab_n_words=1000, response_format=json_schema(
+         {"type": "array", "items": {"type": "string", "pattern": "^a+$"}})),
+     400, "response_format.json_schema.schema.items.pattern"),
+    ("response_format with sounds", "chat",
+     chat(constraints=[{"type": "exclude", "phonemes": ["r"]}],
+          response_format={"type": "json_object"}), 400, "response_format"),
+    ("regex with a vocabulary", "chat",
+     chat(vocab_lang="es", vocab_n_words=1000, response_format={"type": "regex", "pattern": "a"}),
+     400, "response_format"),
+    ("regex invalid", "chat", chat(response_format={"type": "regex", "pattern": "(a"}), 400,
+     "response_format.pattern"),
     # --- chat: bodies that are not a request
     ("empty body", "chat", b"", 400, None),
     ("null body", "chat", b"null", 400, None),

@@ -8,11 +8,17 @@ step never share mutable state.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+#: Set when the process exits: background warm-ups (`WordlistHandler`) stop at their next step,
+#: so that none is inside native code (llguidance) while the interpreter finalizes, which can
+#: crash the process on its way out.
+WARM_STOP = threading.Event()
 
 
 class SequenceConstraint(ABC):

@@ -45,4 +45,23 @@ class PhonologicalSpec:
         return f"phonological:{len(self.constraints)}"
 
 
-ConstraintSpec = WordlistSpec | PhonologicalSpec
+@dataclass(frozen=True)
+class StructuredSpec:
+    """A structured answer (`response_format`): `format` is "json_object", "json_schema" or
+    "regex"; `body` the schema as compact JSON text (its key order kept: it is the order of the
+    answer's properties), the pattern, or "" for any JSON object. With `vocabulary`, every JSON
+    string value is an answer in that word list.
+    """
+
+    kind: ClassVar[str] = "structured"
+    format: str
+    body: str = ""
+    name: str | None = None
+    vocabulary: WordlistSpec | None = None
+
+    def label(self) -> str:
+        label = self.format if self.name is None else f"{self.format}:{self.name}"
+        return label if self.vocabulary is None else f"{label}+{self.vocabulary.label()}"
+
+
+ConstraintSpec = WordlistSpec | PhonologicalSpec | StructuredSpec

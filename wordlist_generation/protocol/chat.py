@@ -39,7 +39,6 @@ UNSUPPORTED_FIELDS: frozenset[str] = frozenset(
         "function_call",
         "parallel_tool_calls",
         "logit_bias",
-        "response_format",
         "audio",
         "modalities",
         "prediction",
@@ -156,6 +155,12 @@ class ChatCompletionRequest(RequestModel):
     top_logprobs: int | None = Field(
         None, ge=0, le=20, description="alternatives listed per token (needs logprobs: true)"
     )
+    #: Checked by `protocol.response_format` (errors name the key at fault).
+    response_format: Any = Field(
+        None,
+        description="text, json_object, json_schema or (extension) regex; combines with a "
+        "vocabulary: every JSON string value is then made of list words",
+    )
     # unsupported OpenAI parameters: declared so we can name them in a clear 400
     tools: Any = None
     tool_choice: Any = None
@@ -163,7 +168,6 @@ class ChatCompletionRequest(RequestModel):
     function_call: Any = None
     parallel_tool_calls: Any = None
     logit_bias: Any = None
-    response_format: Any = None
     audio: Any = None
     modalities: Any = None
     prediction: Any = None
@@ -204,12 +208,6 @@ class ChatCompletionRequest(RequestModel):
             value = getattr(self, name)
             if value in (None, False, [], {}) or (name == "parallel_tool_calls" and value is True):
                 continue
-            if (
-                name == "response_format"
-                and isinstance(value, dict)
-                and value.get("type") == "text"
-            ):
-                continue
             bad.append(name)
         return bad
 
@@ -219,13 +217,14 @@ class ChatCompletionRequest(RequestModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def to_spec(self, *, param_prefix: str = "") -> ConstraintSpec | None:
-        """The vocabulary this request asks for (word list or sounds), or None."""
+        """The vocabulary and answer format this request asks for, or None."""
         return constraint_spec(
             self.vocab_lang,
             self.vocab_n_words,
             self.constraints,
             vocab_unit=self.vocab_unit,
             param_prefix=param_prefix,
+            response_format=self.response_format,
         )
 
     def to_params(self, settings: Settings) -> SamplingParams:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..constraints.spec import ConstraintSpec, PhonologicalSpec, WordlistSpec
 from ..errors import InvalidRequest
+from .response_format import structured_spec
 
 #: What `vocab_n_words` can count (`vocab_unit`): word forms, or headwords with all their forms.
 VOCAB_UNITS = ("word", "lemma")
@@ -23,6 +24,7 @@ def constraint_spec(
     *,
     vocab_unit: str | None = None,
     param_prefix: str = "",
+    response_format: Any = None,
 ) -> ConstraintSpec | None:
     if vocab_unit is not None and vocab_unit not in VOCAB_UNITS:
         raise InvalidRequest(
@@ -30,6 +32,12 @@ def constraint_spec(
             param=f"{param_prefix}vocab_unit",
         )
     if constraints is not None:
+        if structured_spec(response_format, None, param_prefix=param_prefix) is not None:
+            raise InvalidRequest(
+                "response_format applies to plain answers and word lists (vocab_lang), not to "
+                "phonological constraints",
+                param=f"{param_prefix}response_format",
+            )
         if vocab_unit not in (None, "word"):
             raise InvalidRequest(
                 "vocab_unit 'lemma' applies to word lists (vocab_lang), not to phonological "
@@ -37,7 +45,9 @@ def constraint_spec(
                 param=f"{param_prefix}vocab_unit",
             )
         return phonological_spec(constraints, vocab_lang, vocab_n_words, param_prefix=param_prefix)
-    return wordlist_spec(vocab_lang, vocab_n_words, vocab_unit, param_prefix=param_prefix)
+    vocabulary = wordlist_spec(vocab_lang, vocab_n_words, vocab_unit, param_prefix=param_prefix)
+    structured = structured_spec(response_format, vocabulary, param_prefix=param_prefix)
+    return vocabulary if structured is None else structured
 
 
 def wordlist_spec(

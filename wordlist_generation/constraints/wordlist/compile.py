@@ -7,6 +7,7 @@ grammar version); the tokenizer is the handler's own. The compiler in front of i
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from ... import errors
-from ..base import CompiledConstraint
+from ..base import WARM_STOP, CompiledConstraint
 from ..bitmask import apply_bitmask, zeros
 from ..compiler import MIB, ConstraintCompiler, SpecHandler
 from ..spec import WordlistSpec
@@ -45,6 +46,18 @@ WORDLIST_FIXED_BYTES = 32 * MIB
 WORDLIST_BYTES_PER_GRAMMAR_CHAR = 512
 
 __all__ = ["BACKENDS", "WordlistHandler", "prebuild", "wordlist_compiler"]
+
+#: Background warm-ups still running (`WordlistHandler.compiled`).
+_WARMING: set[threading.Thread] = set()
+
+
+@atexit.register
+def _stop_warming() -> None:
+    """At exit, let running warm-ups notice `WARM_STOP` and end before the interpreter goes."""
+    WARM_STOP.set()
+    for thread in list(_WARMING):
+        thread.join(timeout=10)
+
 
 #: Backend name (`CONSTRAINT_BACKEND`) -> its compiled form of a list.
 BACKENDS: dict[str, type[LlguidanceWordlist] | type[LmfeWordlist]] = {
@@ -177,9 +190,11 @@ class WordlistHandler(SpecHandler[WordlistSpec]):
     def compiled(self, constraint: CompiledConstraint) -> None:
         if self.background_warm and self.warm_words > 0:
             assert isinstance(constraint, WordlistConstraint)
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._warm, args=(constraint,), name="constraint-warm", daemon=True
-            ).start()
+            )
+            _WARMING.add(thread)
+            thread.start()
 
     def footprint(self, constraint: CompiledConstraint) -> int:
         assert isinstance(constraint, WordlistConstraint)
@@ -189,9 +204,12 @@ class WordlistHandler(SpecHandler[WordlistSpec]):
     def _warm(self, constraint: WordlistConstraint) -> None:
         try:
             seconds = constraint.warm(self.warm_words, self.warm_budget_s)
-            log.info("warmed %s/%d in %.2f s", constraint.lang, constraint.n_words, seconds)
+            if not WARM_STOP.is_set():  # at exit the log's streams may be closed already
+                log.info("warmed %s/%d in %.2f s", constraint.lang, constraint.n_words, seconds)
         except Exception:  # a warm-up failure must not take anything down; requests still work
             log.exception("warming %s/%d failed", constraint.lang, constraint.n_words)
+        finally:
+            _WARMING.discard(threading.current_thread())
 
     def warmup(self) -> None:
         """Build the per-tokenizer data of the backend and exercise one tiny constraint end to

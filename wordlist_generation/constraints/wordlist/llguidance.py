@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..base import WARM_STOP
 from ..bitmask import copy_into, zeros
 from ..llg import LlguidanceSequence, accepts_tokens, matcher_mask, new_matcher
 from ..tokenizer import TokenizerTables
@@ -148,7 +149,7 @@ class LlguidanceWordlist:
         row = zeros(t.width)
         text = " ".join(self.cw.full_words[:n_words])
         for tok in t.tokenizer.encode(text, add_special_tokens=False):
-            if time.perf_counter() - t0 > budget_s:
+            if time.perf_counter() - t0 > budget_s or WARM_STOP.is_set():
                 break
             row.zero_()
             seq.fill_bitmask(row)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..base import SequenceConstraint
+from ..base import WARM_STOP, SequenceConstraint
 from ..tokenizer import TokenizerTables
 from .automaton import DEAD, AnswerAutomaton, separator_states
 from .grammar import CompiledWords
@@ -184,7 +184,7 @@ class LmfeWordlist:
         along a text of the `n_words` most frequent words. Stops after `budget_s` seconds."""
         t0 = time.perf_counter()
         for state, _ in separator_states(self.automaton, self.cw):
-            if time.perf_counter() - t0 > budget_s:
+            if time.perf_counter() - t0 > budget_s or WARM_STOP.is_set():
                 return
             self._enforcer_cls(
                 self._data, self._parser_cls(self.automaton, state), self.shared
@@ -192,7 +192,7 @@ class LmfeWordlist:
         seq = self.start()
         text = " ".join(self.cw.full_words[:n_words])
         for tok in self.tables.tokenizer.encode(text, add_special_tokens=False):
-            if time.perf_counter() - t0 > budget_s or not seq.advance(tok):
+            if time.perf_counter() - t0 > budget_s or WARM_STOP.is_set() or not seq.advance(tok):
                 return
 
     def start(self) -> _LmfeSequence:
