@@ -26,6 +26,8 @@ def batch_server(tiny_model_dir: Path, tmp_path_factory, server_logs: Path):
     words = tmp / "wordlists"
     words.mkdir()
     shutil.copy(REPO / "wordlists" / "en.txt", words / "en.txt")
+    (words / "lemmas").mkdir()
+    shutil.copy(REPO / "wordlists" / "lemmas" / "en.tsv", words / "lemmas" / "en.tsv")
     (words / "empty.txt").write_text("# no words at all\n\n", encoding="utf-8")
     env = {
         "MODEL_NAME": str(tiny_model_dir),
@@ -434,3 +436,41 @@ def test_a_large_upload_leaves_the_event_loop_free(smollm_tokenizer, tmp_path: P
         await manager.registry.close()
 
     asyncio.run(scenario())
+
+
+def test_job_items_take_drafts_logprobs_and_json_answers_and_the_job_headwords(http):
+    """The job API runs items through chat's pipeline: per-item drafts, logprobs and
+    response_format, under a job-wide vocabulary counted in headwords."""
+    from wordcheck import violations
+
+    schema = {
+        "type": "object",
+        "properties": {"title": {"type": "string", "maxLength": 12}},
+        "required": ["title"],
+        "additionalProperties": False,
+    }
+    items = [
+        item("Tell me about a dog.", temperature=0, drafts=2),
+        item("Tell me about a cat.", temperature=0, logprobs=True, top_logprobs=2),
+        item(
+            "A title.",
+            temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": schema}},
+        ),
+    ]
+    r = upload(http, items, max_tokens=40, num_beams=1, vocab_lang="en", vocab_n_words=500,
+               vocab_unit="lemma")  # fmt: skip
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert wait_done(http, job_id)[-1]["status"] == "completed"
+    drafts, logprobs, structured = http.get(f"/v1/batch/jobs/{job_id}/results").json()
+    assert len(drafts["constraint"]["drafts"]) == 2
+    assert drafts["constraint"]["vocab_unit"] == "lemma"
+    content = logprobs["choices"][0]["logprobs"]["content"]
+    assert content and all(len(t["top_logprobs"]) <= 2 for t in content)
+    for answer in (drafts, logprobs):
+        text = answer["choices"][0]["message"]["content"]
+        assert violations(text, "en", 500, unit="lemma") == [], text
+    title = structured["choices"][0]["message"]["content"]
+    if structured["choices"][0]["finish_reason"] == "stop":  # the tiny model may run out of room
+        assert violations(json.loads(title)["title"], "en", 500, unit="lemma") == []
