@@ -136,3 +136,21 @@ def test_fluency_uses_the_unmasked_logprob_and_penalises_loops():
     assert drafts[0]["fluency"] == pytest.approx(-0.5 - REPEAT_WEIGHT * 6 / 9, abs=1e-4)
     assert drafts[1]["mean_logprob_unconstrained"] == -1.2
     assert "soft_score" not in drafts[0]  # no soft constraints, no soft score
+
+
+def test_a_loop_never_beats_an_answer_that_does_not_loop():
+    """A loop is the most predictable text there is: its mean log-probability is near 0."""
+    c = Hard()
+    loop = "Un perro. No, no, no, no, no, no, no, no, no, no, no, no, no, no"
+    clumsy = "El cielo de mi tiempo está en la ciudad desde el año"
+    out = GenerationOutput(
+        choices=[
+            ChoiceOutput(0, loop, [1], "length", score=-0.05, raw_score=-0.05),
+            ChoiceOutput(1, clumsy, [1], "stop", score=-2.5, raw_score=-3.0),
+        ],
+        prompt_tokens=1,
+        completion_tokens=2,
+        seconds=0,
+    )
+    kept, _, _ = select_drafts(c, 1, out, [c.check(ch.text) for ch in out.choices])
+    assert kept.choices[0].text == clumsy

@@ -13,9 +13,11 @@ constraint has soft parts (phonological `bound_boost`), then the fluency score:
               - REPEAT_WEIGHT x share of the answer's word trigrams that repeat an earlier one
 
 The model's own probability says how natural the text is, whatever the mask forced; the
-repetition term is there because a looping text ("el perro y el perro y el perro") becomes very
-predictable, so its mean log-probability alone would rank it first. A fully looping answer loses
-`REPEAT_WEIGHT` nats per token, more than the usual gap between a fluent and a clumsy answer.
+repetition term is there because a looping text ("no, no, no, no") is the most predictable text
+there is (mean log-probability near 0), so the first term alone would rank it first. A fully
+looping answer loses `REPEAT_WEIGHT` nats per token: more than a plain answer's whole mean
+log-probability (about -1.5 to -3 on the embedded model), so a loop never beats an answer that
+does not loop.
 Beams have no unmasked log-probability: their beam score stands in for it.
 """
 
@@ -32,7 +34,7 @@ from ..errors import InvalidRequest
 #: Drafts of a request with soft constraints that does not say how many (sampling or beams).
 DEFAULT_DRAFTS = 3
 #: Nats per token a fully repetitive answer loses in the fluency score.
-REPEAT_WEIGHT = 2.0
+REPEAT_WEIGHT = 4.0
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’.\-·][^\W\d_]+)*", re.UNICODE)
 
