@@ -20,7 +20,7 @@ from ..constraints.spec import ConstraintSpec
 from ..engine.params import SamplingParams
 from ..errors import InvalidRequest, UnsupportedParameter
 from ..settings import Settings
-from .limits import check_length_penalty, check_max_tokens, check_num_beams
+from .limits import check_length_penalty, check_max_tokens, check_num_beams, check_work
 from .screen import screen
 from .vocabulary import constraint_spec
 
@@ -312,13 +312,9 @@ def decoding_params(
                 param="n",
             )
         check_length_penalty(num_beams, request.length_penalty)
-    work = request.n * num_beams * max_new
-    if work > settings.MAX_WORK_TOKENS:
-        raise InvalidRequest(
-            f"n x num_beams x max_tokens = {request.n} x {num_beams} x {max_new} = {work} "
-            f"exceeds this server's limit of {settings.MAX_WORK_TOKENS}",
-            param=work_param,
-        )
+    check_work(
+        settings, {"n": request.n, "num_beams": num_beams, "max_tokens": max_new}, work_param
+    )
     if request.stream_options is not None and not request.stream:
         raise InvalidRequest("stream_options requires stream=true", param="stream_options")
     return SamplingParams(

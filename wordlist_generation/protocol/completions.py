@@ -26,7 +26,7 @@ from .chat import (
     StreamOptions,
     decoding_params,
 )
-from .limits import check_max_tokens
+from .limits import check_max_tokens, check_work
 from .responses import Usage
 from .vocabulary import constraint_spec
 
@@ -183,14 +183,8 @@ class CompletionRequest(RequestModel):
                 param="prompt",
             )
         params = decoding_params(self, settings, max_new, work_param="max_tokens")
-        work = prompts * params.n * params.num_beams * max_new
-        if work > settings.MAX_WORK_TOKENS:
-            raise InvalidRequest(
-                f"prompts x n x num_beams x max_tokens = {prompts} x {params.n} x "
-                f"{params.num_beams} x {max_new} = {work} exceeds this server's limit of "
-                f"{settings.MAX_WORK_TOKENS}",
-                param="prompt",
-            )
+        factors = {"prompts": prompts, "n": params.n, "num_beams": params.num_beams}
+        check_work(settings, {**factors, "max_tokens": max_new}, "prompt")
         if self.logprobs is not None and max_new > 0:
             params = replace(params, logprobs=self.logprobs)
         return params

@@ -27,3 +27,19 @@ def check_length_penalty(num_beams: int, length_penalty: float | None) -> None:
         raise InvalidRequest(
             "length_penalty only applies to beam search (num_beams > 1)", param="length_penalty"
         )
+
+
+def check_work(settings: Settings, factors: dict[str, int], param: str) -> None:
+    """The product of `factors` (named as the message shows them, e.g. n, num_beams, max_tokens)
+    within MAX_WORK_TOKENS: the one cap on how many tokens a request may make the server decode."""
+    work = 1
+    for value in factors.values():
+        work *= value
+    if work > settings.MAX_WORK_TOKENS:
+        names = " x ".join(factors)
+        values = " x ".join(str(v) for v in factors.values())
+        raise InvalidRequest(
+            f"{names} = {values} = {work} exceeds this server's limit of "
+            f"{settings.MAX_WORK_TOKENS}",
+            param=param,
+        )

@@ -34,6 +34,7 @@ from ..protocol import (
     now,
 )
 from ..protocol.completions import CompletionRequest
+from ..protocol.limits import check_work
 from ..protocol.responses import ChoiceLogprobs, TokenLogprobEntry, TopLogprob, finite_logprob
 from ..settings import Settings
 from .constraints import ResolvedConstraint, resolve
@@ -243,13 +244,8 @@ def check_draft_work(settings: Settings, params: SamplingParams, drafts: int) ->
     """n x drafts x max_tokens within MAX_WORK_TOKENS (beams already count their drafts)."""
     if drafts == 1 or params.mode == "beam":
         return
-    work = params.n * drafts * params.max_new_tokens
-    if work > settings.MAX_WORK_TOKENS:
-        raise InvalidRequest(
-            f"n x drafts x max_tokens = {params.n} x {drafts} x {params.max_new_tokens} = {work} "
-            f"exceeds this server's limit of {settings.MAX_WORK_TOKENS}",
-            param="drafts",
-        )
+    factors = {"n": params.n, "drafts": drafts, "max_tokens": params.max_new_tokens}
+    check_work(settings, factors, "drafts")
 
 
 def finish_reason(reason: str) -> str:

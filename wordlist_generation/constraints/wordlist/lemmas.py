@@ -55,24 +55,17 @@ class LemmaList:
     #: SHA-256 of the lemma file's cleaned content (lemma + forms per line): what it says.
     sha256: str
     _ranks: dict[str, int] = field(repr=False, compare=False, hash=False, default_factory=dict)
-    _tops: dict[int, tuple[str, ...]] = field(
-        repr=False, compare=False, hash=False, default_factory=dict
-    )
 
     def __len__(self) -> int:
         return len(self.lemmas)
 
     def top_forms(self, n: int) -> tuple[str, ...]:
-        """Every form of the `n` most frequent headwords, in the word list's rank order."""
+        """Every form of the `n` most frequent headwords, in the word list's rank order. Not
+        memoized: it is asked once per compilation, whose result the compiler caches."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        n = min(n, len(self.lemmas))
-        cached = self._tops.get(n)
-        if cached is None:
-            seen = {f for group in self.forms[:n] for f in group}
-            cached = tuple(sorted(seen, key=self._ranks.__getitem__))
-            self._tops[n] = cached
-        return cached
+        seen = {f for group in self.forms[:n] for f in group}
+        return tuple(sorted(seen, key=self._ranks.__getitem__))
 
     def lemmas_of(self, form: str) -> list[tuple[int, str]]:
         """(1-based headword rank, lemma) of every headword `form` belongs to, best rank first."""
