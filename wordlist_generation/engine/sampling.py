@@ -116,6 +116,8 @@ def pick_token(
     probs = torch.softmax(logits, dim=-1)
     if not torch.isfinite(probs).all() or probs.sum() <= 0:
         return int(torch.argmax(scores))
+    if probs.device != generator.device:  # the row's generator is a CPU one (engine.scheduler)
+        probs = probs.cpu()
     return int(torch.multinomial(probs, 1, generator=generator))
 
 

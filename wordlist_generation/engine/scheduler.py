@@ -420,7 +420,8 @@ class Scheduler:
             return
         raw = scores.clone()  # the model's own distribution, for `raw_score`
         if needs_penalties([params]):
-            apply_penalties(scores, torch.tensor(seq.ids), seq.prompt_len, params)
+            ids = torch.tensor(seq.ids, dtype=torch.long, device=scores.device)
+            apply_penalties(scores, ids, seq.prompt_len, params)
         if seq.constraint is not None:
             seq.constraint.set_remaining_tokens(params.max_new_tokens - len(row.tokens))
             bits = torch.zeros((1, (scores.shape[0] + 31) // 32), dtype=torch.int32)
