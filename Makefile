@@ -29,7 +29,7 @@ test: $(STAMP)
 # Its own step, never part of `make test`.
 test-vllm: $(STAMP)
 	scripts/setup_vllm.sh
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -p no:cacheprovider tests_vllm $(PYTEST_ARGS)
+	env -u VLLM_TEST_URL -u VLLM_TEST_MODEL_DIR PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -p no:cacheprovider tests_vllm $(PYTEST_ARGS)
 
 # Every check runs and prints its findings; the target fails if any of them failed.
 lint: $(STAMP)

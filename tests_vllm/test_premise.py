@@ -119,6 +119,7 @@ def test_a_sound_exclusion_holds_but_required_words_need_the_gateways_steering(
     text = ask(vllm_server, no_r.exported_grammar().text, "Tell me a short story about a dog.")
     assert no_r.check(text).ok, (text, no_r.check(text).violations)
     # The grammar of `include` allows every lexicon word: the required count is the gateway's
-    # per-step steering, which a forwarded grammar cannot carry (to be reported by the engine).
+    # per-step steering, which a forwarded grammar cannot carry (the vLLM engine says so in
+    # `constraint.enforcement`).
     both = constraint(compiler, constraint_spec("en", None, NO_R + THREE_S))
     assert both.exported_grammar().text == no_r.exported_grammar().text

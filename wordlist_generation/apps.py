@@ -67,6 +67,10 @@ def _load(state: ServerState, engine: Engine | None) -> None:
     s = state.settings
     t0 = time.perf_counter()
     try:
+        if engine is None and s.ENGINE == "vllm":
+            from .engine.vllm import VLLMEngine
+
+            engine = VLLMEngine.from_settings(s)
         if engine is None:
             from .engine.hf import HFEngine
             from .engine.loader import load_model
@@ -204,7 +208,11 @@ def create_app(
         }
         if state.limiter is not None:
             body.update(running=state.limiter.running, waiting=state.limiter.waiting)
-        return JSONResponse(body, status_code=200 if state.status != "error" else 503)
+        healthy = state.status != "error"
+        if state.engine is not None and state.status == "ready":
+            body.update(state.engine.health())
+            healthy = state.engine.healthy()  # an upstream pool with none up cannot answer
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     from .routers import models as models_router
 

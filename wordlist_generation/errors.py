@@ -124,6 +124,29 @@ class ServiceUnavailable(ApiError):
     code = "service_unavailable"
 
 
+class UpstreamUnavailable(ServiceUnavailable):
+    """No upstream engine server can take the request (all down, or the one streaming died)."""
+
+    code = "upstream_unavailable"
+
+
+class BadGateway(ApiError):
+    """An upstream engine server answered in a way the gateway cannot use (refused a grammar it
+    was sent, broke its stream, sent what is not an answer)."""
+
+    status_code = 502
+    error_type = "server_error"
+    code = "upstream_error"
+
+
+class GatewayTimeout(ApiError):
+    """An upstream engine server did not answer (or stopped streaming) within its timeout."""
+
+    status_code = 504
+    error_type = "server_error"
+    code = "upstream_timeout"
+
+
 class GenerationFailed(ApiError):
     status_code = 500
     error_type = "server_error"

@@ -86,6 +86,47 @@ class Settings(BaseSettings):
         "on a GPU.",
     )
 
+    # --- engine ---
+    ENGINE: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="hf: the model runs in this process (transformers); vllm: this server is a "
+        "gateway to the vLLM OpenAI servers of VLLM_URLS, which decode under the grammars it "
+        "compiles (no beam search there).",
+    )
+    VLLM_URLS: CsvStrings = Field(
+        default_factory=list,
+        description="ENGINE=vllm: comma-separated base URLs of the vLLM servers (the pool).",
+    )
+    VLLM_API_KEY: SecretStr = Field(
+        SecretStr(""), description="ENGINE=vllm: the upstreams' --api-key (empty = none)."
+    )
+    VLLM_MODEL: str = Field(
+        "",
+        description="ENGINE=vllm: the model name the upstreams serve; empty = the first one "
+        "their /v1/models lists.",
+    )
+    VLLM_TOKENIZER: str = Field(
+        "",
+        description="ENGINE=vllm: local directory of the served model's tokenizer; empty = "
+        "VLLM_MODEL, or the upstream's model path (`root` in /v1/models), when it is a local "
+        "directory.",
+    )
+    VLLM_CONNECT_TIMEOUT_SECONDS: float = Field(
+        5.0, gt=0, description="ENGINE=vllm: connecting to an upstream (then the next is tried)."
+    )
+    VLLM_READ_TIMEOUT_SECONDS: float = Field(
+        120.0,
+        gt=0,
+        description="ENGINE=vllm: longest wait for an upstream's next token (the first "
+        "included); beyond it 504.",
+    )
+    VLLM_HEALTH_INTERVAL_SECONDS: float = Field(
+        10.0,
+        gt=0,
+        description="ENGINE=vllm: how often each upstream's /health and /v1/models are checked "
+        "(a server taken out is retried at this pace).",
+    )
+
     # --- generation limits ---
     MAX_INPUT_TOKENS: int = Field(4096, ge=1, description="Longer prompts get 400.")
     ALLOWED_MAX_NEW_TOKENS: int = Field(1024, ge=1, description="Upper bound for max_tokens.")
@@ -168,7 +209,9 @@ class Settings(BaseSettings):
     BATCH_DEFAULT_MAX_TOKENS: int = Field(512, ge=1, description="Job-wide max_tokens default.")
     BATCH_DEFAULT_NUM_BEAMS: int = Field(10, ge=1, description="Job-wide num_beams default.")
 
-    @field_validator("MODEL_ALIASES", "PREBUILD_LANGS", "PREBUILD_WORD_COUNTS", mode="before")
+    @field_validator(
+        "MODEL_ALIASES", "PREBUILD_LANGS", "PREBUILD_WORD_COUNTS", "VLLM_URLS", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -183,7 +226,23 @@ class Settings(BaseSettings):
             raise ValueError("DEFAULT_MAX_NEW_TOKENS must not exceed ALLOWED_MAX_NEW_TOKENS")
         if self.DEFAULT_NUM_BEAMS > self.MAX_NUM_BEAMS:
             raise ValueError("DEFAULT_NUM_BEAMS must not exceed MAX_NUM_BEAMS")
+        if self.ENGINE == "vllm":
+            self._check_vllm()
         return self
+
+    def _check_vllm(self) -> None:
+        """vLLM has no beam search under a grammar: greedy is the default there, and a beam
+        default set on purpose is a configuration error, not something to drop silently."""
+        if not self.VLLM_URLS:
+            raise ValueError("ENGINE=vllm needs VLLM_URLS (the vLLM servers' base URLs)")
+        for url in self.VLLM_URLS:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"VLLM_URLS: {url!r} is not an http(s) URL")
+        for name in ("DEFAULT_NUM_BEAMS", "BATCH_DEFAULT_NUM_BEAMS"):
+            if name not in self.model_fields_set:
+                setattr(self, name, 1)
+            elif getattr(self, name) > 1:
+                raise ValueError(f"ENGINE=vllm decodes without beams: {name} must be 1")
 
     @property
     def uses_placeholder_token(self) -> bool:

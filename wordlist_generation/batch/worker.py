@@ -16,7 +16,7 @@ from collections.abc import Hashable, Iterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ApiError, GenerationFailed, Overloaded
+from ..errors import ApiError, GenerationFailed, Overloaded, UpstreamUnavailable
 from ..services import chat as completions
 from ..services.completions import PreparedCompletion, echo_scores
 from ..services.completions import build_completion as build_text_completion
@@ -120,30 +120,49 @@ class Worker:
             )
             return
         await registry.io(store.repair_tail, job.id)
-        entries = await registry.io(store.read_results, job.id)
         if job.status == "pending":
             job.status = "processing"
             job.started_at = now()
             await registry.save(job)
+        while await self._run_remaining(job, items, endpoint):
+            await self._engine_back(job)  # upstreams down: the deferred items wait, never fail
+        if job.status == "cancelling":
+            await finalize(registry, job, "cancelled")
+        elif not self._stopping:
+            await finalize(registry, job, "completed")
+
+    async def _run_remaining(self, job: JobRecord, items: list[BatchItem], endpoint: str) -> bool:
+        """Prepare and run the items missing from the results log; True when some were deferred
+        because the engine could not take them (no upstream up), to be run once it can."""
+        registry = self.registry
+        entries = await registry.io(registry.store.read_results, job.id)
         remaining = [item for item in items if item.index not in entries]
         prepared: list[Prepared] = []
+        deferred = False
         bodies = [item.body for item in remaining]
         outcomes_of = prepare_items(self.state, bodies, job.job_params(), endpoint)
         async with aclosing(outcomes_of) as outcomes:
             async for position, outcome in outcomes:
                 item = remaining[position]
-                if isinstance(outcome, ApiError):  # e.g. a word list removed since the upload
+                if isinstance(outcome, UpstreamUnavailable):
+                    deferred = True
+                elif isinstance(outcome, ApiError):  # e.g. a word list removed since the upload
                     await self._record(job, item, error=outcome.body()["error"])
                 else:
                     prepared.append((item, outcome))
         for chunk in self._chunks(prepared):
             if job.status == "cancelling" or self._stopping:
-                break
-            await self._run_chunk(job, chunk)
-        if job.status == "cancelling":
-            await finalize(registry, job, "cancelled")
-        elif not self._stopping:
-            await finalize(registry, job, "completed")
+                return False
+            deferred = not await self._run_chunk(job, chunk) or deferred
+        return deferred and job.status != "cancelling" and not self._stopping
+
+    async def _engine_back(self, job: JobRecord) -> None:
+        """Wait until the engine can generate again (an upstream is back), the job is cancelled
+        or the worker stops."""
+        engine = self.state.require_engine()
+        log.warning("%s %s: no upstream is up; its remaining items wait", job.kind, job.id)
+        while not (engine.healthy() or job.status == "cancelling" or self._stopping):
+            await asyncio.sleep(1.0)
 
     def _chunks(self, prepared: list[Prepared]) -> Iterator[list[Prepared]]:
         """Items with one batch key (the engine says which rows may share a `submit`), at most
@@ -184,14 +203,18 @@ class Worker:
         finally:
             self._inflight = []
 
-    async def _run_chunk(self, job: JobRecord, chunk: list[Prepared]) -> None:
+    async def _run_chunk(self, job: JobRecord, chunk: list[Prepared]) -> bool:
+        """Run one chunk and record its items; False when it was left unrecorded because no
+        upstream could take it (it runs again once one is back)."""
         runs = [generations(prepared) for _, prepared in chunk]
         try:
             gen_jobs = [g.job() for run in runs for g in run]
             outputs = await self._generate(gen_jobs) if gen_jobs else []
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except UpstreamUnavailable:
+            return False
+        except Exception as exc:
             if len(chunk) > 1:
                 log.exception(
                     "%s %s: a batch of %d failed; retrying its items one by one",
@@ -199,13 +222,16 @@ class Worker:
                     job.id,
                     len(chunk),
                 )
-                for pair in chunk:
-                    await self._run_chunk(job, [pair])
-                return
+                ran = [await self._run_chunk(job, [pair]) for pair in chunk]
+                return all(ran)
             log.exception("%s %s: item %d failed", job.kind, job.id, chunk[0][0].index)
-            error = GenerationFailed("generation failed; see the server log").body()["error"]
-            await self._record(job, chunk[0][0], error=error)
-            return
+            failed = (
+                exc
+                if isinstance(exc, ApiError)
+                else GenerationFailed("generation failed; see the server log")
+            )  # an upstream's 502/504 says what happened; anything else stays in the log
+            await self._record(job, chunk[0][0], error=failed.body()["error"])
+            return True
         at = 0
         for (item, prepared), run in zip(chunk, runs, strict=True):
             own, at = outputs[at : at + len(run)], at + len(run)
@@ -220,6 +246,7 @@ class Worker:
                 await self._record(job, item, error=error)
                 continue
             await self._record(job, item, response=await self._respond(job, item, prepared, own))
+        return True
 
     async def _respond(
         self,

@@ -11,7 +11,10 @@ servers streaming text back) fit it unchanged:
 - `batch_key` says which rows may share one `submit` (the batch worker groups by it);
 - `score` reads a given text instead of writing one: the log-probability of each of its tokens
   (blocking; services call it in a thread);
-- `describe` reports the model.
+- `describe` reports the model, `health` what `/health` should add (an upstream pool's state);
+- declared capabilities, with neutral defaults: `check_request` refuses what this engine cannot
+  run (a 400 naming the parameter, before any work), `context_limit` bounds prompt + max_tokens,
+  `enforcement` says where a constraint is enforced (the response's `constraint` object).
 
 No HTTP here, and no module-level state: an engine is created by the app's lifespan (or injected
 by a test: `create_app(settings, engine=FakeEngine())`).
@@ -21,9 +24,28 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .params import GenerationJob, GenerationOutput, SamplingParams, ScoreOutput
+
+if TYPE_CHECKING:
+    from ..constraints.base import CompiledConstraint
+
+
+class ChatTokenizer:
+    """`encode_chat` and `decode` over `self.tokenizer` (a transformers tokenizer), shared by
+    engines that tokenize in this process."""
+
+    tokenizer: Any
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
 class Engine(ABC):
@@ -65,6 +87,29 @@ class Engine(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.model_id, "source": self.source}
+
+    def health(self) -> dict[str, Any]:
+        """Fields `/health` adds to its body (none for an in-process model)."""
+        return {}
+
+    def healthy(self) -> bool:
+        """False when this engine cannot generate at all right now (no upstream is up)."""
+        return True
+
+    def check_request(self, params: SamplingParams, constraint: CompiledConstraint | None) -> None:
+        """Raise a 4xx `ApiError` naming the parameter this engine cannot honour (or a 503 when
+        it cannot generate now), before anything is queued. The default accepts everything."""
+        return None
+
+    def context_limit(self) -> int | None:
+        """Most tokens of prompt + max_tokens one sequence may have (None: no limit beyond the
+        server's MAX_INPUT_TOKENS)."""
+        return None
+
+    def enforcement(self, constraint: CompiledConstraint) -> dict[str, Any] | None:
+        """Where `constraint` is enforced, for the response's `constraint` object (None: by this
+        process's own masks, every step, as the constraint describes itself)."""
+        return None
 
     def close(self) -> None:
         """Release threads and memory at shutdown (after in-flight rows were cancelled)."""

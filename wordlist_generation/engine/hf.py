@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from ..constraints.base import SequenceConstraint
-from .base import Engine
+from .base import ChatTokenizer, Engine
 from .loader import LoadedModel
 from .logprobs import beam_entries
 from .params import GenerationJob, GenerationOutput, ScoreOutput
@@ -83,7 +83,7 @@ class _CancelAll(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
-class HFEngine(Engine):
+class HFEngine(ChatTokenizer, Engine):
     """Owns the model and tokenizer; `generate` is blocking and thread-safe for inference;
     `submit` hands rows to the continuous-batching `Scheduler` (`max_rows` decoded together)."""
 
@@ -182,17 +182,6 @@ class HFEngine(Engine):
                     top_logprobs += values.tolist()
         return ScoreOutput(logprobs, top_ids, top_logprobs, time.perf_counter() - t0)
 
-    # ------------------------------------------------------------------ text
-
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        encoded = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True
-        )
-        return list(encoded["input_ids"])
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
-
     # ------------------------------------------------------------ generation
 
     def generate(self, jobs: Sequence[GenerationJob]) -> list[GenerationOutput]:
@@ -285,9 +274,7 @@ class HFEngine(Engine):
         for row in rows:
             if not row.done:  # generate stopped at max_new (cannot happen below a row's own limit)
                 row.finish("length")
-        return [
-            job_output(job, [row.output() for row in rows if row.job is job]) for job in jobs
-        ]
+        return [job_output(job, [row.output() for row in rows if row.job is job]) for job in jobs]
 
     def _generate_beam(self, jobs: Sequence[GenerationJob]) -> list[GenerationOutput]:
         params = jobs[0].params

@@ -162,10 +162,9 @@ async def prepare_chat(
         hint = resolved.constraint.prompt_hint() if use_hint else None
         resolved.extra.update(prompt_hint=bool(hint))
     engine = state.require_engine()
-    prepared.prompt_ids = await asyncio.to_thread(
-        engine.encode_chat, build_messages(request, hint)
-    )
+    prepared.prompt_ids = await asyncio.to_thread(engine.encode_chat, build_messages(request, hint))
     check_input_length(settings, len(prepared.prompt_ids), "messages", "your messages")
+    check_context(engine.context_limit(), len(prepared.prompt_ids), prepared.params, "messages")
     return prepared
 
 
@@ -188,6 +187,9 @@ async def prepare_prompts(
         state, request, params, admission=admission, prompts=len(request.prompts())
     )
     prompt_ids = await asyncio.to_thread(encode)
+    limit = state.require_engine().context_limit()
+    for ids in prompt_ids:
+        check_context(limit, len(ids), prepared.params, "prompt")
     return [replace(prepared, prompt_ids=ids) for ids in prompt_ids]
 
 
@@ -216,6 +218,8 @@ async def prepare_generation(
             param="vocab_prompt_hint",
         )
     resolved = await resolve(state, spec, params.max_new_tokens, wait=not admission)
+    engine = state.require_engine()
+    engine.check_request(params, resolved.constraint if resolved else None)
     drafts = 1
     if resolved is not None:
         drafts = choose_drafts(resolved.constraint, params, request.drafts, settings.MAX_DRAFTS)
@@ -223,9 +227,12 @@ async def prepare_generation(
         if request.repetition_penalty is None:
             params = replace(params, repetition_penalty=settings.CONSTRAINED_REPETITION_PENALTY)
         resolved.extra.update(repetition_penalty=params.repetition_penalty)
+        enforcement = engine.enforcement(resolved.constraint)
+        if enforcement is not None:
+            resolved.extra.update(enforcement=enforcement)
     pieces = None
     if params.logprobs is not None:
-        pieces = TokenPieces(state.require_engine().tokenizer)
+        pieces = TokenPieces(engine.tokenizer)
     return PreparedChat(
         request, params, [], resolved, model_id, drafts, settings.DRAFT_TEMPERATURE, pieces
     )
@@ -237,6 +244,16 @@ def check_input_length(settings: Settings, tokens: int, param: str, what: str) -
             f"This model's maximum input length is {settings.MAX_INPUT_TOKENS} tokens; "
             f"{what} resulted in {tokens} tokens",
             param=param,
+        )
+
+
+def check_context(limit: int | None, tokens: int, params: SamplingParams, param: str) -> None:
+    """Prompt + max_tokens within the engine's context (`Engine.context_limit`), if it has one."""
+    if limit is not None and tokens + params.max_new_tokens > limit:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {limit} tokens; the prompt has {tokens} "
+            f"tokens and max_tokens is {params.max_new_tokens}: shorten one of them",
+            param=param if tokens >= limit else "max_tokens",
         )
 
 
