@@ -59,22 +59,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
-# The prompts of scripts/bench_serving.py (not imported: it needs the HTTP test tooling).
-TOPICS = [
-    "a lighthouse keeper and a storm",
-    "a girl who finds a lost dog",
-    "a baker who wakes up before the sun",
-    "two friends on a long train journey",
-    "a boy learning to swim in the sea",
-    "a small village during a snowy winter",
-    "an old man and his garden",
-    "a family moving to a new city",
-]
-PROMPTS = {
-    "unconstrained": "Write a long story about {topic}. Use many paragraphs.",
-    "es3000": "Escribe una historia larga sobre {topic}. Usa muchos párrafos.",
-}
+from serving_prompts import PROMPTS, TOPICS  # noqa: E402
+
 #: Client i >= len(TOPICS) asks for another version, so that no two prompts of a round are equal.
 VERSION = {"unconstrained": " This is version {k}.", "es3000": " Es la versión {k}."}
 

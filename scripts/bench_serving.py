@@ -38,21 +38,8 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests_vllm"))
 
 from server_process import ServerProcess  # noqa: E402
+from serving_prompts import PROMPTS, TOPICS  # noqa: E402
 
-TOPICS = [
-    "a lighthouse keeper and a storm",
-    "a girl who finds a lost dog",
-    "a baker who wakes up before the sun",
-    "two friends on a long train journey",
-    "a boy learning to swim in the sea",
-    "a small village during a snowy winter",
-    "an old man and his garden",
-    "a family moving to a new city",
-]
-PROMPTS = {
-    "unconstrained": "Write a long story about {topic}. Use many paragraphs.",
-    "es3000": "Escribe una historia larga sobre {topic}. Usa muchos párrafos.",
-}
 VOCAB = {"unconstrained": {}, "es3000": {"vocab_lang": "es", "vocab_n_words": 3000}}
 
 
@@ -164,8 +151,10 @@ TOKEN = "bench-serving-token"
 def levels(server: ServerProcess, engine: str, clients, lengths, vocabs) -> list[dict]:
     """Every (length, vocabulary, clients) level against a started server, after a warm-up."""
     rows = []
-    for vocab in vocabs:  # warm-up: first requests pay for lazily built masks
+    for vocab in vocabs:  # warm-up: first requests pay for lazily built masks, and vLLM
+        # compiles for each new batch size it meets: the largest level goes once first
         asyncio.run(run_level(server.base_url, TOKEN, 1, 8, vocab))
+        asyncio.run(run_level(server.base_url, TOKEN, max(clients), 8, vocab))
     for tokens in lengths:
         for vocab in vocabs:
             for n in clients:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from wordlist_generation.constraints.base import CheckReport, CompiledConstraint
 from wordlist_generation.engine.base import Engine
 from wordlist_generation.engine.params import (
     GenerationJob,
@@ -81,7 +82,9 @@ class FakeEngine(Engine):
             rows = []
             for choice in range(job.params.n):
                 row = RowState(job=job, choice=choice)
-                tokens = list(self.tokenizer.encode(self._text(job, choice), add_special_tokens=False))
+                tokens = list(
+                    self.tokenizer.encode(self._text(job, choice), add_special_tokens=False)
+                )
                 if self.end:
                     tokens.append(self.eos)
                 for token in tokens:
@@ -155,3 +158,20 @@ def wait_ready(client: Any, timeout: float = 60.0) -> dict:
             return body
         time.sleep(0.02)
     raise AssertionError("the app did not become ready")
+
+
+class TextConstraint(CompiledConstraint):
+    """A constraint that only judges text: every text streams and stays as it is, and `check`
+    passes. Tests subclass it for the one part they need (a mask, a soft score, a grammar)."""
+
+    def start(self):  # pragma: no cover - only subclasses that decode define it
+        raise NotImplementedError
+
+    def releasable(self, text: str) -> int:
+        return len(text)
+
+    def finalize(self, text: str, complete: bool) -> str:
+        return text
+
+    def check(self, text: str) -> CheckReport:
+        return CheckReport(ok=True)

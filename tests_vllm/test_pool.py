@@ -10,12 +10,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from fakes import TextConstraint
 from server_process import ServerProcess, free_port
 from test_gateway import ES, constraint_of, gateway_env
 from vllm_env import SERVED, VLLMServer
 from wordcheck import violations
 
-from wordlist_generation.constraints.base import CheckReport, CompiledConstraint, ExportedGrammar
+from wordlist_generation.constraints.base import ExportedGrammar
 from wordlist_generation.engine.params import GenerationJob, SamplingParams
 from wordlist_generation.engine.pool import UpstreamPool
 from wordlist_generation.engine.vllm import VLLMEngine
@@ -166,20 +167,8 @@ def test_an_upstream_slower_than_the_read_timeout_is_a_504(vllm_server, tmp_path
         gateway.stop()
 
 
-class _BrokenGrammar(CompiledConstraint):
+class _BrokenGrammar(TextConstraint):
     """A constraint whose exported grammar no llguidance accepts."""
-
-    def start(self):  # pragma: no cover - never decoded here
-        raise NotImplementedError
-
-    def releasable(self, text: str) -> int:
-        return len(text)
-
-    def finalize(self, text: str, complete: bool) -> str:
-        return text
-
-    def check(self, text: str) -> CheckReport:
-        return CheckReport(ok=True)
 
     def exported_grammar(self) -> ExportedGrammar:
         return ExportedGrammar("lark", "start: %%% not a grammar")

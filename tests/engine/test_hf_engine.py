@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fakes import TextConstraint
 
-from wordlist_generation.constraints.base import (
-    CheckReport,
-    CompiledConstraint,
-    SequenceConstraint,
-)
+from wordlist_generation.constraints.base import SequenceConstraint
 from wordlist_generation.engine.hf import HFEngine
 from wordlist_generation.engine.loader import load_model
 from wordlist_generation.engine.params import GenerationJob, SamplingParams
@@ -40,21 +37,12 @@ class _OneTokenThenNothing(SequenceConstraint):
         return False
 
 
-class DeadEnd(CompiledConstraint):
+class DeadEnd(TextConstraint):
     def __init__(self, token: int) -> None:
         self.token = token
 
     def start(self) -> SequenceConstraint:
         return _OneTokenThenNothing(self.token)
-
-    def releasable(self, text: str) -> int:
-        return len(text)
-
-    def finalize(self, text: str, complete: bool) -> str:
-        return text
-
-    def check(self, text: str) -> CheckReport:
-        return CheckReport(ok=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from fakes import TextConstraint
 
-from wordlist_generation.constraints.base import CheckReport, CompiledConstraint
+from wordlist_generation.constraints.base import CheckReport
 from wordlist_generation.engine.params import ChoiceOutput, GenerationOutput, SamplingParams
 from wordlist_generation.errors import InvalidRequest
 from wordlist_generation.services.drafts import (
@@ -20,19 +21,10 @@ from wordlist_generation.services.drafts import (
 )
 
 
-class Soft(CompiledConstraint):
+class Soft(TextConstraint):
     """Soft score = number of 's' in the text; compliant unless the text contains 'r'."""
 
     has_soft_constraints = True
-
-    def start(self):  # pragma: no cover - not decoded here
-        raise NotImplementedError
-
-    def releasable(self, text: str) -> int:
-        return len(text)
-
-    def finalize(self, text: str, complete: bool) -> str:
-        return text
 
     def check(self, text: str) -> CheckReport:
         return CheckReport(ok="r" not in text, violations=["r"] if "r" in text else [])
@@ -50,7 +42,9 @@ def output(*texts_and_scores: tuple[str, float]) -> GenerationOutput:
         ChoiceOutput(index=i, text=t, token_ids=[1], finish_reason="stop", score=s)
         for i, (t, s) in enumerate(texts_and_scores)
     ]
-    return GenerationOutput(choices=choices, prompt_tokens=1, completion_tokens=len(choices), seconds=0)
+    return GenerationOutput(
+        choices=choices, prompt_tokens=1, completion_tokens=len(choices), seconds=0
+    )
 
 
 def test_compliance_beats_soft_score_and_soft_score_beats_fluency():

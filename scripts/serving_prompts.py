@@ -1,0 +1,17 @@
+"""The prompts of the serving benchmarks (scripts/bench_serving.py over HTTP, scripts/bench_gpu.py
+in-process): one topic per client, a long answer asked for, in English or Spanish."""
+
+TOPICS = [
+    "a lighthouse keeper and a storm",
+    "a girl who finds a lost dog",
+    "a baker who wakes up before the sun",
+    "two friends on a long train journey",
+    "a boy learning to swim in the sea",
+    "a small village during a snowy winter",
+    "an old man and his garden",
+    "a family moving to a new city",
+]
+PROMPTS = {
+    "unconstrained": "Write a long story about {topic}. Use many paragraphs.",
+    "es3000": "Escribe una historia larga sobre {topic}. Usa muchos párrafos.",
+}
