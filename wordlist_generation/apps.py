@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -134,6 +135,32 @@ def _load(state: ServerState, engine: Engine | None) -> None:
         state.status = "error"
 
 
+async def in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` in a thread of its own that ends with it (not a pooled one): loading the model
+    computes on every core, and the OpenMP team a thread builds for that lives as long as the
+    thread, slowing the scheduler thread's decoding for good (`engine.scheduler`)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=target, name="start-up", daemon=True).start()
+    return await future
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -163,7 +190,7 @@ def create_app(
         async def start() -> None:
             """Load, run the start-up hooks, and only then say `ready`: a route that would answer
             503 "starting" must never be reachable while /health says ready."""
-            await asyncio.to_thread(_load, state, engine)
+            await in_own_thread(_load, state, engine)
             if state.status == "error":
                 return
             try:

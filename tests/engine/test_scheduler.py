@@ -207,3 +207,19 @@ def test_a_shared_prompt_prefix_is_read_once_and_changes_nothing(engine):
         assert cached == fresh
     finally:
         plain.close()
+
+
+def test_only_the_scheduler_thread_computes_on_several_cores(tiny_model_dir):
+    """Two OpenMP teams in one process halve CPU decoding speed (`own_intra_op_threads`): the
+    scheduler thread keeps TORCH_NUM_THREADS, any other thread computes on one."""
+    engine = HFEngine(load_model(str(tiny_model_dir)), torch_threads=2)
+    try:
+        assert engine.scheduler.call(torch.get_num_threads).result(timeout=30) == 2
+        assert torch.get_num_threads() == 1
+        seen: list[int] = []
+        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        later.start()
+        later.join()
+        assert seen == [1]
+    finally:
+        engine.close()

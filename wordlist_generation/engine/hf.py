@@ -95,8 +95,6 @@ class HFEngine(ChatTokenizer, Engine):
         max_rows: int = 16,
         prefill_chunk: int = 128,
     ) -> None:
-        if torch_threads > 0:
-            torch.set_num_threads(torch_threads)
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.model_id = loaded.model_id
@@ -119,6 +117,7 @@ class HFEngine(ChatTokenizer, Engine):
             run_beams=self.generate,
             max_rows=max_rows,
             prefill_chunk=prefill_chunk,
+            threads=torch_threads if torch_threads > 0 else torch.get_num_threads(),
         )
 
     def describe(self) -> dict[str, Any]:
