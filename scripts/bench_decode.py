@@ -24,6 +24,13 @@ quantization (plain `generate`) and reports where they part (with fp32's top-2 l
 near tie or not), and, teacher-forced on fp32's own continuation, the top-1 agreement and mean
 KL(fp32 || quantized) of the next-token distributions.
 
+Caveat: every engine's scheduler thread keeps its own OpenMP team, and the engines leave the
+other threads of the process one core each (`engine.scheduler.own_intra_op_threads`), so this
+in-process comparison, with several engines alive and plain `generate` on the main thread, runs
+every path slower than a server does; the committed decode.json predates that rule. For the
+server's single stream against plain `generate`, read scripts/bench_serving.py's alternating pairs
+(`single_stream_pairs`).
+
 Prints a table and writes JSON (default bench_results/decode.json). Run from the repo root:
 
     TORCH_NUM_THREADS=2 nice .venv/bin/python scripts/bench_decode.py [--runs 5] [--max-tokens 128]
@@ -278,6 +285,9 @@ def main() -> None:
         mode: HFEngine(load_model(None, cpu_quantization=mode), torch_threads=args.threads)
         for mode in modes
     }
+    # The engines left other threads one core; this thread's own paths (plain `generate`,
+    # `HFEngine.generate`) get the same threads as the schedulers (see the caveat above).
+    torch.set_num_threads(args.threads)
     try:
         first = engines["none"]
         compiler = wordlist_compiler(first.tokenizer, WordlistRegistry(REPO / "wordlists"))

@@ -61,7 +61,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from serving_prompts import PROMPTS, TOPICS  # noqa: E402
+from serving_common import PROMPTS, TOPICS, pct  # noqa: E402
 
 #: Client i >= len(TOPICS) asks for another version, so that no two prompts of a round are equal.
 VERSION = {"unconstrained": " This is version {k}.", "es3000": " Es la versión {k}."}
@@ -72,14 +72,6 @@ T_START = time.perf_counter()
 def say(message: str) -> None:
     stamp = time.strftime("%H:%M:%S")
     print(f"[{stamp} +{time.perf_counter() - T_START:6.1f}s] {message}", flush=True)
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-    return values[k]
 
 
 def prompt_text(vocab: str, i: int) -> str:

@@ -40,17 +40,9 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests_vllm"))
 
 from server_process import ServerProcess  # noqa: E402
-from serving_prompts import PROMPTS, TOPICS  # noqa: E402
+from serving_common import PROMPTS, TOPICS, pct  # noqa: E402
 
 VOCAB = {"unconstrained": {}, "es3000": {"vocab_lang": "es", "vocab_n_words": 3000}}
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-    return values[k]
 
 
 async def one_client(http: httpx.AsyncClient, model: str, i: int, tokens: int, vocab: str) -> dict:
