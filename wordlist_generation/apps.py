@@ -151,11 +151,13 @@ async def in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
 
     def target() -> None:
         try:
-            result = fn(*args)
+            result, error = fn(*args), None
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the app stopped before start-up ended: nobody is waiting
+            pass
 
     threading.Thread(target=target, name="start-up", daemon=True).start()
     return await future
