@@ -117,7 +117,7 @@ class HFEngine(ChatTokenizer, Engine):
             run_beams=self.generate,
             max_rows=max_rows,
             prefill_chunk=prefill_chunk,
-            threads=torch_threads if torch_threads > 0 else torch.get_num_threads(),
+            threads=torch_threads,
         )
 
     def describe(self) -> dict[str, Any]:

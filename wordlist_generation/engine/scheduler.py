@@ -226,7 +226,8 @@ class Scheduler:
         #: Decoding steps run and rows decoded (diagnostics, benchmarks).
         self.steps = 0
         self.row_steps = 0
-        self._threads = threads
+        #: This thread's intra-op threads (0: torch's setting where the scheduler is created).
+        self._threads = threads or torch.get_num_threads()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
@@ -269,9 +270,8 @@ class Scheduler:
     # ---------------------------------------------------------------------------------- loop
 
     def _run(self) -> None:
-        if self._threads > 0:  # this thread's own OpenMP team, fixed by a first parallel op
-            torch.set_num_threads(self._threads)
-            torch.ones(1 << 17).sum()  # torch reads the setting at a thread's first parallel op
+        torch.set_num_threads(self._threads)  # this thread's own OpenMP team, fixed by
+        torch.ones(1 << 17).sum()  # a first parallel op: torch reads the setting there
         self._started.set()
         with torch.inference_mode():
             while not self._stopping:
