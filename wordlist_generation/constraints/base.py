@@ -86,12 +86,15 @@ class ExportedGrammar:
     """A grammar another engine can run instead of our own masks (e.g. llguidance in vLLM).
 
     `syntax` names the grammar language ("lark" for llguidance's Lark dialect); `text` is the
-    grammar; `tokenizer_note` says what the grammar assumes about tokenization.
+    grammar; `tokenizer_note` says what the grammar assumes about tokenization; `not_carried`
+    names what this server's decoding enforces beyond it (empty: the grammar is the whole
+    constraint), for an engine that runs the grammar alone to report.
     """
 
     syntax: str
     text: str
     tokenizer_note: str = ""
+    not_carried: str = ""
 
 
 class CompiledConstraint(ABC):

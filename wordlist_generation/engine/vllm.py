@@ -215,11 +215,11 @@ class VLLMEngine(ChatTokenizer, Engine):
             "recheck": "every returned text, by this server's independent checker",
             "logprobs": "the upstream model's own, before penalties and the grammar",
         }
-        if constraint.describe().get("mode") == "phonological":
+        grammar = constraint.exported_grammar()
+        if grammar is not None and grammar.not_carried:
             info["steering"] = (
-                "not applied: the upstream runs the grammar (allowed words, excluded sounds) "
-                "alone, so required words come only from the prompt and may be missing when the "
-                "answer ends; the re-check reports them"
+                f"not applied: {grammar.not_carried}. The upstream runs the grammar alone (the "
+                "prompt hint still asks for them); the re-check reports what is missing"
             )
         return info
 

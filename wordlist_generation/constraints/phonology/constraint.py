@@ -56,6 +56,13 @@ TOKENIZER_NOTE = (
 )
 
 
+#: What the exported grammar leaves to this server's decoding state (see `exported_grammar`).
+NOT_CARRIED = (
+    "the steering of required words: placing them before max_tokens runs out, and not ending "
+    "the answer before they are written"
+)
+
+
 def sentence_goes_on(tables: TokenizerTables) -> torch.Tensor:
     """The tokens that keep a sentence going right after a word (`tracking.goes_on`), packed."""
     return pack(np.fromiter(map(goes_on, tables.token_bytes), dtype=bool), tables.width)
@@ -319,7 +326,9 @@ class PhonologicalConstraint(CompiledConstraint):
         return soft_total(self.verdicts(text))
 
     def exported_grammar(self) -> ExportedGrammar:
-        return ExportedGrammar("lark", self.grammar, tokenizer_note=TOKENIZER_NOTE)
+        return ExportedGrammar(
+            "lark", self.grammar, tokenizer_note=TOKENIZER_NOTE, not_carried=NOT_CARRIED
+        )
 
     def prompt_hint(self) -> str | None:
         """Names the planned words, so that the model uses them in its own sentences."""
