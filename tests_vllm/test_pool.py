@@ -1,6 +1,7 @@
 """The upstream pool and its failures, with real vLLM servers: a second server on another port
 shares the load and is stopped mid-test (its requests fail over), a server taken out is taken
-back once it answers, and every failure a client can meet is an OpenAI-shaped 502/503/504."""
+back once it answers, and the failures a running upstream can cause are OpenAI-shaped 502/504
+(a pool with no upstream up, 503, is tests/test_vllm_gateway_down.py in the main suite)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 import openai
 import pytest
 from fakes import TextConstraint
-from server_process import ServerProcess, free_port
+from server_process import ServerProcess
 from test_gateway import ES, constraint_of, gateway_env
 from vllm_env import SERVED, VLLMServer
 from wordcheck import violations
@@ -115,33 +116,6 @@ def test_a_server_taken_out_is_taken_back_once_it_answers(vllm_server) -> None:
     with pytest.raises(UpstreamUnavailable):
         pool.acquire()
     assert pool.check(upstream) and pool.acquire() is upstream
-
-
-def test_a_gateway_whose_upstreams_are_down_answers_503(vllm_model, tmp_path) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    gateway = ServerProcess(
-        "wordlist_generation.app_chat:app",
-        gateway_env(dead, tmp_path, VLLM_TOKENIZER=str(vllm_model)),
-        REPO / "var" / "vllm-gateway-down.log",
-    ).start(timeout=300)
-    try:
-        with gateway.http() as http:
-            health = http.get("/health")
-            assert health.status_code == 503 and health.json()["upstreams"]["up"] == 0
-        client = gateway.client(timeout=60)
-        for stream in (False, True):
-            with pytest.raises(openai.InternalServerError) as err:
-                client.chat.completions.create(
-                    model=SERVED,
-                    messages=[{"role": "user", "content": "Hola."}],
-                    max_tokens=8,
-                    stream=stream,
-                    extra_body=ES,
-                )
-            assert err.value.status_code == 503
-            assert err.value.body["code"] == "upstream_unavailable"
-    finally:
-        gateway.stop()
 
 
 def test_an_upstream_slower_than_the_read_timeout_is_a_504(vllm_server, tmp_path) -> None:
