@@ -16,7 +16,7 @@ from wordcheck import violations
 
 from wordlist_generation.constraints.spec import WordlistSpec
 from wordlist_generation.constraints.wordlist import WordlistRegistry, wordlist_compiler
-from wordlist_generation.engine.fused_llama import FusedLlamaLayer, fuse_llama_layers
+from wordlist_generation.engine.fused_llama import FusedLlamaLayer, LeanForward, fuse_llama_layers
 from wordlist_generation.engine.hf import HFEngine
 from wordlist_generation.engine.loader import ModelLoadError, load_model, quantize_on_cpu
 from wordlist_generation.engine.params import GenerationJob, SamplingParams
@@ -124,11 +124,17 @@ def test_the_fused_layer_computes_what_transformers_layer_does(tiny):
     fused = copy.deepcopy(tiny.model)
     assert len(fuse_llama_layers(fused, _float_linear)) == tiny.model.config.num_hidden_layers
     assert all(isinstance(layer, FusedLlamaLayer) for layer in fused.model.layers)
+    assert isinstance(fused.model.forward, LeanForward)
     inputs = _batch(tiny.tokenizer, ["Hi", "Tell me a long story about the sea and a ship."])
     with torch.inference_mode():
         want = tiny.model(**inputs).logits
         got = fused(**inputs).logits
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
+        # What the lean forward leaves to the model's own (here: hidden states asked for) runs
+        # the same fused layers to the same logits.
+        full = fused(**inputs, output_hidden_states=True)
+        assert full.hidden_states is not None
+        assert torch.allclose(full.logits, want, atol=1e-5, rtol=1e-4)
         kwargs = {"max_new_tokens": 8, "do_sample": False}
         assert torch.equal(
             fused.generate(**inputs, **kwargs), tiny.model.generate(**inputs, **kwargs)
@@ -176,6 +182,24 @@ def test_a_quantized_model_generates_and_constrained_output_is_compliant(int4_en
 
     [again] = asyncio.run(served())
     assert again.choices[0].text == text
+
+    # Read in one pass with another prompt (the lean forward over a left-padded batch), each
+    # row still decodes what it decodes alone.
+    other = int4_engine.encode_chat([{"role": "user", "content": "Hi"}])
+    jobs = [
+        GenerationJob(prompt_ids=other, params=SamplingParams(max_new_tokens=24)),
+        GenerationJob(
+            prompt_ids=prompt, params=SamplingParams(max_new_tokens=24), constraint=constraint
+        ),
+    ]
+    [want_other] = int4_engine.generate([jobs[0]])
+
+    async def together() -> list:
+        return await int4_engine.submit(jobs)
+
+    got_other, got_bound = asyncio.run(together())
+    assert got_bound.choices[0].text == text
+    assert got_other.choices[0].token_ids == want_other.choices[0].token_ids
 
 
 def test_the_setting_is_validated(tiny_model_dir):
