@@ -225,7 +225,7 @@ def measure(
     repetition_penalty: float,
 ) -> dict:
     from wordlist_generation.engine.params import GenerationJob, SamplingParams
-    from wordlist_generation.engine.scheduler import PrefixCache
+    from wordlist_generation.engine.prefill import PrefixCache
 
     # Each round starts with an empty prefix cache (set while the scheduler is idle): a round's
     # prompts still share their chat-template prefix, but none is read from an earlier round.

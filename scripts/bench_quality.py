@@ -396,6 +396,7 @@ def run_server(args: argparse.Namespace) -> None:
         "LEXICON_PRELOAD": "false",
         "HF_HUB_OFFLINE": "1",
     }
+    env.update(dict(item.split("=", 1) for item in args.env))
     if "en" in langs:
         embedding_model_dir()  # fails now, with the install line, rather than after generating
     settings = {
@@ -448,6 +449,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, help="default 120 (server mode), 64 (--design)")
     ap.add_argument("--quick", action="store_true", help="3 prompts, 48 tokens")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (server and scoring)")
+    ap.add_argument(
+        "--env", action="append", default=[], help="extra server setting NAME=VALUE (server mode)"
+    )
     ap.add_argument("--out", type=Path, help="default bench_results/quality.json (--design: "
                     "quality_design.json)")  # fmt: skip
     design = ap.add_argument_group("--design only")

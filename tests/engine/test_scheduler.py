@@ -35,7 +35,9 @@ def prompt(engine: HFEngine, text: str) -> list[int]:
     return engine.encode_chat([{"role": "user", "content": text}])
 
 
-def run(engine: HFEngine, jobs: list[GenerationJob], timeout: float = 120) -> list[GenerationOutput]:
+def run(
+    engine: HFEngine, jobs: list[GenerationJob], timeout: float = 120
+) -> list[GenerationOutput]:
     box: list = []
     done = threading.Event()
 
@@ -105,7 +107,9 @@ def test_rows_joining_and_leaving_decode_as_they_would_alone(engine, mode):
         limit = 12 + 5 * i
         if mode == "greedy":
             return SamplingParams(max_new_tokens=limit)
-        return SamplingParams(max_new_tokens=limit, do_sample=True, temperature=0.9, seed=10 + i, n=2)
+        return SamplingParams(
+            max_new_tokens=limit, do_sample=True, temperature=0.9, seed=10 + i, n=2
+        )
 
     jobs = [
         GenerationJob(prompt_ids=prompt(engine, p), params=params(i)) for i, p in enumerate(PROMPTS)
@@ -125,7 +129,9 @@ def test_rows_joining_and_leaving_decode_as_they_would_alone(engine, mode):
         got = [c.token_ids for c in out.choices]
         if got != want:
             pytest.fail(
-                "; ".join(first_divergence(engine, job, g, w) for g, w in zip(got, want, strict=True))
+                "; ".join(
+                    first_divergence(engine, job, g, w) for g, w in zip(got, want, strict=True)
+                )
             )
     assert engine.scheduler.running_rows == 0
 
@@ -138,7 +144,9 @@ def test_a_cancelled_row_frees_its_place_at_once(engine):
     box: list = []
     engine.scheduler.submit(jobs, box.append)
     assert started.wait(60)
-    waiting = GenerationJob(prompt_ids=prompt(engine, "Hi"), params=SamplingParams(max_new_tokens=4))
+    waiting = GenerationJob(
+        prompt_ids=prompt(engine, "Hi"), params=SamplingParams(max_new_tokens=4)
+    )
     got: list = []
     engine.scheduler.submit([waiting], got.append)
     # The batch is full (8 rows): the new row waits until one leaves.
@@ -168,7 +176,11 @@ def test_constrained_and_unconstrained_rows_share_a_batch(engine):
     free = GenerationJob(prompt_ids=prompt(engine, PROMPTS[1]), params=p)
     bound = GenerationJob(prompt_ids=prompt(engine, PROMPTS[1]), params=p, constraint=constraint)
     want_free, want_bound = alone(engine, free), alone(engine, bound)
+    passes, read = engine.scheduler.prefill_passes, engine.scheduler.prompts_read
     out_free, out_bound = run(engine, [free, bound])
+    # Both prompts were cached but for their last token: the first decoding step read it.
+    assert engine.scheduler.prefill_passes == passes
+    assert engine.scheduler.prompts_read == read + 2
     assert [c.token_ids for c in out_free.choices] == want_free
     assert [c.token_ids for c in out_bound.choices] == want_bound
     report = constraint.check(out_bound.choices[0].text)
@@ -207,6 +219,43 @@ def test_a_shared_prompt_prefix_is_read_once_and_changes_nothing(engine):
         assert cached == fresh
     finally:
         plain.close()
+
+
+def test_prompts_that_arrive_together_are_read_in_one_pass(engine):
+    """Prompts of different lengths, partly in the prefix cache (a shared system prompt), one of
+    them with two sampled choices: one forward pass reads them all, and every row decodes the
+    tokens it decodes alone."""
+    system = {"role": "system", "content": "You write for children learning to read. " * 3}
+    texts = ["Tell me about the sea.", "Hi", PROMPTS[1], PROMPTS[3]]
+
+    def job(i: int, text: str) -> GenerationJob:
+        params = SamplingParams(max_new_tokens=10 + 2 * i)
+        if i == 2:
+            params = SamplingParams(max_new_tokens=12, do_sample=True, temperature=0.9, seed=7, n=2)
+        return GenerationJob(
+            prompt_ids=engine.encode_chat([system, {"role": "user", "content": text}]),
+            params=params,
+        )
+
+    jobs = [job(i, t) for i, t in enumerate(texts)]
+    expected = [alone(engine, j) for j in jobs]
+    batched = [GenerationJob(prompt_ids=j.prompt_ids, params=j.params) for j in jobs]
+    # Only the system prompt is cached now: the rows have unread ends of different lengths.
+    engine.scheduler.prefixes.clear()
+    run(engine, [job(0, "Hello there, how are you today?")])
+    passes, read = engine.scheduler.prefill_passes, engine.scheduler.prompts_read
+    hits = engine.scheduler.prefixes.hits
+    outputs = run(engine, batched)
+    assert engine.scheduler.prompts_read - read == len(jobs)
+    assert engine.scheduler.prefill_passes - passes == 1
+    assert engine.scheduler.prefixes.hits - hits == len(jobs)  # each reads only its own end
+    for j, out, want in zip(batched, outputs, expected, strict=True):
+        got = [c.token_ids for c in out.choices]
+        if got != want:
+            pytest.fail(
+                "; ".join(first_divergence(engine, j, g, w) for g, w in zip(got, want, strict=True))
+            )
+    assert engine.scheduler.running_rows == 0
 
 
 def test_only_the_scheduler_thread_computes_on_several_cores(tiny_model_dir):

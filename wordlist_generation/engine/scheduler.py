@@ -7,7 +7,9 @@ One thread owns the model. Each loop iteration:
 2. prefills waiting prompts, at most `prefill_chunk` tokens while other rows are decoding, so a
    long prompt never stalls running streams for more than one chunk (a job's `n` choices share one
    prefill, and a prompt starts from the cached keys/values of the longest prefix it shares with
-   a recent prompt: `PrefixCache`);
+   a recent prompt: `engine.prefill.PrefixCache`); prompts waiting together are read in one
+   forward pass (`engine.prefill.PromptBatch`), as many as fit among the rows and the budget, so
+   that a burst of requests costs about one pass instead of one each;
 3. decodes one token for every running row in one forward pass over a left-padded KV cache;
 4. retires finished rows (their cache rows are dropped, padding columns no row needs are trimmed)
    and completes the jobs whose rows are all done.
@@ -28,7 +30,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -40,6 +42,7 @@ from ..constraints.bitmask import apply_bitmask
 from ..constraints.processor import fill_mask
 from .logprobs import decoded_logprobs, token_entry
 from .params import GenerationJob, GenerationOutput
+from .prefill import PrefixCache, PromptBatch, PromptRead, left_pad
 from .rows import RowState, job_output
 from .sampling import apply_penalties, needs_penalties, pick_token, row_seed
 
@@ -96,7 +99,9 @@ class _Group:
         if not self.completed and all(s.row.done for s in self.seqs):
             self.completed = True
             job = self.entry.jobs[self.job_index]
-            self.entry.finish_job(self.job_index, job_output(job, [s.row.output() for s in self.seqs]))
+            self.entry.finish_job(
+                self.job_index, job_output(job, [s.row.output() for s in self.seqs])
+            )
 
 
 @dataclass
@@ -126,57 +131,6 @@ class _Prefill:
     @property
     def job(self) -> GenerationJob:
         return self.entry.jobs[self.job_index]
-
-
-class PrefixCache:
-    """Keys and values of recently read prompts, reused for the longest shared prefix.
-
-    Chat prompts share long prefixes (the template's system prompt, the vocabulary hint), so a new
-    prompt starts from the cached columns of the longest prefix it shares with a recent one and
-    reads only the rest. Keys and values at a position depend only on the tokens up to it, so
-    the reuse is exact. A small LRU: `size` prompts, each kept whole.
-    """
-
-    def __init__(self, size: int = 16, min_tokens: int = 16) -> None:
-        self.size = size
-        self.min_tokens = min_tokens
-        self._items: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = (
-            OrderedDict()
-        )
-        self.hits = 0
-        self.reused_tokens = 0
-
-    def store(self, tokens: Sequence[int], cache: DynamicCache) -> None:
-        if self.size <= 0 or len(tokens) < self.min_tokens:
-            return
-        key = tuple(tokens)
-        self._items[key] = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def lookup(self, tokens: Sequence[int], config: Any) -> tuple[int, DynamicCache]:
-        """(columns reused, a cache holding them); at most len(tokens) - 1 columns, so that the
-        last prompt token is always read (its logits give the first generated token)."""
-        cache = DynamicCache(config=config)
-        best, best_key = 0, None
-        limit = len(tokens) - 1
-        for key in self._items:
-            n = 0
-            for a, b in zip(key, tokens[:limit], strict=False):
-                if a != b:
-                    break
-                n += 1
-            if n > best:
-                best, best_key = n, key
-        if best_key is None or best < self.min_tokens:
-            return 0, cache
-        self._items.move_to_end(best_key)
-        for i, (k, v) in enumerate(self._items[best_key]):
-            cache.update(k[:, :, :best].clone(), v[:, :, :best].clone(), i)
-        self.hits += 1
-        self.reused_tokens += best
-        return best, cache
 
 
 def own_intra_op_threads() -> None:
@@ -223,9 +177,12 @@ class Scheduler:
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, columns] of 0/1
         self._stopping = False
-        #: Decoding steps run and rows decoded (diagnostics, benchmarks).
+        #: Decoding steps run and rows decoded; forward passes that read prompts, and prompts
+        #: read (diagnostics, benchmarks).
         self.steps = 0
         self.row_steps = 0
+        self.prefill_passes = 0
+        self.prompts_read = 0
         #: This thread's intra-op threads (0: torch's setting where the scheduler is created).
         self._threads = threads or torch.get_num_threads()
         self._started = threading.Event()
@@ -330,15 +287,16 @@ class Scheduler:
 
     def _prefill(self, budget: int) -> None:
         while budget > 0 and self._prefills:
+            if self._drop_cancelled():
+                continue
+            if self._join_unread_last_token():
+                continue
+            group = self._prefill_group(budget)
+            if len(group) > 1:
+                budget -= self._prefill_together(group)
+                continue
             p = self._prefills[0]
             job = p.job
-            if job.cancel.is_set():
-                self._prefills.popleft()
-                rows = [RowState(job=job, choice=c) for c in range(job.params.n)]
-                for row in rows:
-                    row.finish("cancelled")
-                p.entry.finish_job(p.job_index, job_output(job, [r.output() for r in rows]))
-                continue
             if self._seqs and len(self._seqs) + job.params.n > self.max_rows:
                 return  # wait for rows to leave
             total = p.ids.shape[1]
@@ -355,13 +313,97 @@ class Scheduler:
             )
             p.pos += take
             budget -= take
+            self.prefill_passes += 1
             if p.pos == total:
+                self.prompts_read += 1
                 self._prefills.popleft()
                 self.prefixes.store(job.prompt_ids, p.cache)
-                self._start_rows(p, out.logits[0, -1].float())
+                running = self._start_rows(p, out.logits[0, -1].float())
+                if running:
+                    if len(running) > 1:
+                        p.cache.batch_repeat_interleave(len(running))
+                    mask = torch.ones((len(running), total), dtype=torch.long, device=self.device)
+                    self._join(p.cache, running, mask)
 
-    def _start_rows(self, p: _Prefill, logits: torch.Tensor) -> None:
-        """The job's prompt is read: pick each choice's first token, then join the batch."""
+    def _join_unread_last_token(self) -> bool:
+        """Let the first waiting prompt join the batch without a pass of its own if only its last
+        token is unread (the prefix cache held the rest): the next decoding step reads that token
+        and gives its first one. Whether it joined."""
+        p = self._prefills[0]
+        n = p.job.params.n
+        if p.ids.shape[1] - p.pos != 1 or (self._seqs and len(self._seqs) + n > self.max_rows):
+            return False
+        self._prefills.popleft()
+        self.prompts_read += 1
+        running = self._start_rows(p, None)
+        if n > 1:
+            p.cache.batch_repeat_interleave(n)
+        self._join(p.cache, running, torch.ones((n, p.pos), dtype=torch.long, device=self.device))
+        return True
+
+    def _drop_cancelled(self) -> bool:
+        """Finish the first waiting prompt if its job was cancelled; whether it was."""
+        p = self._prefills[0]
+        job = p.job
+        if not job.cancel.is_set():
+            return False
+        self._prefills.popleft()
+        rows = [RowState(job=job, choice=c) for c in range(job.params.n)]
+        for row in rows:
+            row.finish("cancelled")
+        p.entry.finish_job(p.job_index, job_output(job, [r.output() for r in rows]))
+        return True
+
+    def _prefill_group(self, budget: int) -> list[_Prefill]:
+        """The waiting prompts (in order) to read in one pass: as many as have room among the
+        rows and within `budget` tokens (each row reads the longest unread end among them), while
+        their padding stays under the tokens they read."""
+        group: list[_Prefill] = []
+        rows, width, read = len(self._seqs), 0, 0
+        for p in self._prefills:
+            if p.job.cancel.is_set():
+                break
+            left = p.ids.shape[1] - p.pos
+            wider = max(width, left)
+            if group and (
+                rows + p.job.params.n > self.max_rows
+                or wider * (len(group) + 1) > budget
+                or wider * (len(group) + 1) > 2 * (read + left)
+            ):
+                break
+            group.append(p)
+            rows, width, read = rows + p.job.params.n, wider, read + left
+        return group
+
+    def _prefill_together(self, group: list[_Prefill]) -> int:
+        """Read the prompts of `group` in one forward pass and start their rows; the tokens read
+        (padding included)."""
+        batch = PromptBatch(
+            [PromptRead(p.job.prompt_ids, p.cache, p.pos) for p in group],
+            self.model.config,
+            self.device,
+        )
+        logits = batch.run(self.model)
+        self.prefill_passes += 1
+        self.prompts_read += len(group)
+        joining: list[_Seq] = []
+        index: list[int] = []
+        for i, p in enumerate(group):
+            self._prefills.popleft()
+            self.prefixes.store_columns(p.job.prompt_ids, batch.row_columns(i))
+            running = self._start_rows(p, logits[i])
+            joining.extend(running)
+            index.extend([i] * len(running))
+        if joining:
+            rows = torch.tensor(index, dtype=torch.long, device=self.device)
+            batch.cache.batch_select_indices(rows)
+            self._join(batch.cache, joining, batch.mask[rows])
+        return batch.width * len(group)
+
+    def _start_rows(self, p: _Prefill, logits: torch.Tensor | None) -> list[_Seq]:
+        """The job's prompt is read: pick each choice's first token from `logits`; the rows still
+        running. Without logits, the rows are to read the last prompt token in their first
+        decoding step."""
         job = p.job
         group = _Group(p.entry, p.job_index)
         seqs = group.seqs
@@ -380,30 +422,27 @@ class Scheduler:
                 ids=list(job.prompt_ids),
                 length=len(job.prompt_ids),
             )
-            self._choose(seq, logits.clone())
+            if logits is None:
+                seq.length, seq.last = p.pos, job.prompt_ids[-1]
+            else:
+                self._choose(seq, logits.clone())
             seqs.append(seq)
-        running = [s for s in seqs if not s.row.done]
         group.complete_if_done()
-        if running:
-            if len(running) > 1:
-                p.cache.batch_repeat_interleave(len(running))
-            self._join(p.cache, running, p.ids.shape[1])
+        return [s for s in seqs if not s.row.done]
 
-    def _join(self, cache: DynamicCache, seqs: list[_Seq], length: int) -> None:
-        """Append rows whose caches hold `length` columns to the batch, left-padding whichever
-        side is shorter (padding columns are masked out)."""
-        mask = torch.ones((len(seqs), length), dtype=torch.long, device=self.device)
+    def _join(self, cache: DynamicCache, seqs: list[_Seq], mask: torch.Tensor) -> None:
+        """Append rows to the batch: their cache and their [rows, columns] mask, left-padding
+        whichever side is shorter (padding columns are masked out)."""
         if self._cache is None or self._mask is None:
             self._cache, self._mask, self._seqs = cache, mask, list(seqs)
             return
+        length = mask.shape[1]
         width = max(self._mask.shape[1], length)
         old_pad = width - self._mask.shape[1]
         new_pad = width - length
         for old, new in zip(self._cache.layers, cache.layers, strict=True):
-            old.keys = torch.cat([_left_pad(old.keys, old_pad), _left_pad(new.keys, new_pad)])
-            old.values = torch.cat(
-                [_left_pad(old.values, old_pad), _left_pad(new.values, new_pad)]
-            )
+            old.keys = torch.cat([left_pad(old.keys, old_pad), left_pad(new.keys, new_pad)])
+            old.values = torch.cat([left_pad(old.values, old_pad), left_pad(new.values, new_pad)])
         self._mask = torch.cat(
             [
                 torch.nn.functional.pad(self._mask, (old_pad, 0)),
@@ -512,8 +551,3 @@ class Scheduler:
             if entry.remaining > 0:
                 entry.remaining = 0
                 entry.done(exc)
-
-
-def _left_pad(t: torch.Tensor, n: int) -> torch.Tensor:
-    """Pad a [rows, heads, columns, dim] cache tensor with `n` zero columns on the left."""
-    return t if n == 0 else torch.nn.functional.pad(t, (0, 0, n, 0))

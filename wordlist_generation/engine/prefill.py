@@ -1,0 +1,160 @@
+"""Reading prompts into the KV cache: the prefix cache, and several prompts read in one pass.
+
+`PrefixCache` keeps the keys and values of recent prompts, so that a new prompt reads only what it
+does not share with one of them. `PromptBatch` puts the unread ends of several prompts side by side
+for one forward pass: on a small CPU, each forward pass reads every weight once, so sixteen
+prompts that arrive together and each have a few tokens left to read cost about one decoding step
+instead of sixteen (the time to the first token of the last of them).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class PromptRead:
+    """One prompt of a `PromptBatch`: its tokens and the cache holding its first `cached`."""
+
+    tokens: Sequence[int]
+    cache: DynamicCache
+    cached: int
+
+
+class PromptBatch:
+    """The unread ends of several prompts as one left-padded forward pass.
+
+    Every row reads its last `width` tokens (the longest unread end among them), so a row whose
+    unread end is shorter reads again a few tokens its cache already holds, and a prompt shorter
+    than `width` is left-padded: no row has padding between its cached and its new columns, and
+    the combined cache is left-padded only, as the running batch is. After the pass, row i's
+    real columns are the last `len(tokens)` columns of the combined cache.
+    """
+
+    def __init__(self, reads: Sequence[PromptRead], config: Any, device: torch.device) -> None:
+        self.reads = list(reads)
+        self.width = max(len(r.tokens) - r.cached for r in self.reads)
+        keep = [max(0, len(r.tokens) - self.width) for r in self.reads]  # cached columns kept
+        past = max(keep)
+        ids, positions, masks = [], [], []
+        for r, kept in zip(self.reads, keep, strict=True):
+            new = len(r.tokens) - kept
+            pad = self.width - new
+            ids.append([0] * pad + list(r.tokens[kept:]))
+            positions.append([0] * pad + list(range(kept, len(r.tokens))))
+            masks.append([0] * (past - kept) + [1] * kept + [0] * pad + [1] * new)
+        self.input_ids = torch.tensor(ids, dtype=torch.long, device=device)
+        self.position_ids = torch.tensor(positions, dtype=torch.long, device=device)
+        #: [rows, past + width] of 0/1: the rows' mask in the combined cache after the pass.
+        self.mask = torch.tensor(masks, dtype=torch.long, device=device)
+        self.cache = DynamicCache(config=config)
+        if past > 0:  # some row keeps cached columns: the others get padding there
+            rows = [(r.cache, kept) for r, kept in zip(self.reads, keep, strict=True)]
+            donor = next(cache for cache, kept in rows if kept > 0)
+            for index, layer in enumerate(donor.layers):
+                keys = [_kept(c, index, "keys", layer.keys, k, past) for c, k in rows]
+                values = [_kept(c, index, "values", layer.values, k, past) for c, k in rows]
+                self.cache.update(torch.cat(keys), torch.cat(values), index)
+
+    def run(self, model: Any) -> torch.Tensor:
+        """The forward pass: each row's logits at its last prompt token, [rows, vocabulary]."""
+        out = model(
+            input_ids=self.input_ids,
+            attention_mask=self.mask,
+            position_ids=self.position_ids,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1].float()
+
+    def row_columns(self, row: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Row `row`'s keys and values after the pass, its real columns only (views)."""
+        n = len(self.reads[row].tokens)
+        return [
+            (layer.keys[row : row + 1, :, -n:], layer.values[row : row + 1, :, -n:])
+            for layer in self.cache.layers
+        ]
+
+
+class PrefixCache:
+    """Keys and values of recently read prompts, reused for the longest shared prefix.
+
+    Chat prompts share long prefixes (the template's system prompt, the vocabulary hint), so a new
+    prompt starts from the cached columns of the longest prefix it shares with a recent one and
+    reads only the rest. Keys and values at a position depend only on the tokens up to it, so
+    the reuse is exact. A small LRU: `size` prompts, each kept whole.
+    """
+
+    def __init__(self, size: int = 16, min_tokens: int = 16) -> None:
+        self.size = size
+        self.min_tokens = min_tokens
+        self._items: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = (
+            OrderedDict()
+        )
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def store(self, tokens: Sequence[int], cache: DynamicCache) -> None:
+        """Keep a prompt read alone (its cache holds that prompt only)."""
+        self.store_columns(tokens, [(layer.keys, layer.values) for layer in cache.layers])
+
+    def store_columns(
+        self, tokens: Sequence[int], layers: Sequence[tuple[torch.Tensor, torch.Tensor]]
+    ) -> None:
+        """Keep a prompt's keys and values, [1, heads, len(tokens), head_dim] per layer."""
+        if self.size <= 0 or len(tokens) < self.min_tokens:
+            return
+        key = tuple(tokens)
+        self._items[key] = [(k.clone(), v.clone()) for k, v in layers]
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def lookup(self, tokens: Sequence[int], config: Any) -> tuple[int, DynamicCache]:
+        """(columns reused, a cache holding them); at most len(tokens) - 1 columns, so that the
+        last prompt token is always read (its logits give the first generated token)."""
+        cache = DynamicCache(config=config)
+        best, best_key = 0, None
+        limit = len(tokens) - 1
+        for key in self._items:
+            n = 0
+            for a, b in zip(key, tokens[:limit], strict=False):
+                if a != b:
+                    break
+                n += 1
+            if n > best:
+                best, best_key = n, key
+        if best_key is None or best < self.min_tokens:
+            return 0, cache
+        self._items.move_to_end(best_key)
+        for i, (k, v) in enumerate(self._items[best_key]):
+            cache.update(k[:, :, :best].clone(), v[:, :, :best].clone(), i)
+        self.hits += 1
+        self.reused_tokens += best
+        return best, cache
+
+
+def left_pad(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Pad a [rows, heads, columns, dim] cache tensor with `n` zero columns on the left."""
+    return t if n == 0 else torch.nn.functional.pad(t, (0, 0, n, 0))
+
+
+def _kept(
+    cache: DynamicCache, layer: int, part: str, like: torch.Tensor, kept: int, width: int
+) -> torch.Tensor:
+    """A row's first `kept` cached keys or values (`part`) of `layer`, left-padded to `width`
+    (all padding when it keeps none: its cache may hold nothing yet, so `like` gives the
+    shape)."""
+    if kept == 0:
+        return like.new_zeros((1, like.shape[1], width, like.shape[3]))
+    return left_pad(getattr(cache.layers[layer], part)[:, :, :kept], width - kept)
