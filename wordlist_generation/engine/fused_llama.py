@@ -110,13 +110,16 @@ class FusedLlamaLayer(nn.Module):
         )
         return self._after_attention(hidden_states, out.transpose(1, 2))
 
+    # The projections and the activation are called through `forward`: nn.Module's call
+    # machinery (hooks, which nothing here sets) costs ~5 us a call, ~0.6 ms a decoding step.
+
     def _attention_inputs(
         self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries and keys (rotated) and values, [batch, heads, length, head_dim] each."""
         batch, length, _ = hidden_states.shape
         h = F.rms_norm(hidden_states, self.norm_shape, self.input_norm, self.norm_eps)
-        qkv = self.qkv_proj(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        qkv = self.qkv_proj.forward(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
         rotated = self.n_heads + self.n_kv_heads
         qk, value = qkv[:, :rotated], qkv[:, rotated:]
         half = self.head_dim // 2
@@ -128,10 +131,10 @@ class FusedLlamaLayer(nn.Module):
         """The output projection and the MLP, each added to the residual stream; `out` is the
         attention's [batch, length, heads, head_dim]."""
         batch, length, _ = hidden_states.shape
-        hidden_states = hidden_states + self.o_proj(out.reshape(batch, length, -1))
+        hidden_states = hidden_states + self.o_proj.forward(out.reshape(batch, length, -1))
         h = F.rms_norm(hidden_states, self.norm_shape, self.post_attention_norm, self.norm_eps)
-        gate, up = self.gate_up_proj(h).split(self.intermediate, dim=-1)
-        return hidden_states + self.down_proj(self.act_fn(gate) * up)
+        gate, up = self.gate_up_proj.forward(h).split(self.intermediate, dim=-1)
+        return hidden_states + self.down_proj.forward(self.act_fn.forward(gate) * up)
 
 
 def _attention_mask(padding: torch.Tensor | None, length: int, past: int) -> torch.Tensor | None:

@@ -53,14 +53,9 @@ class PromptBatch:
         self.position_ids = torch.tensor(positions, dtype=torch.long, device=device)
         #: [rows, past + width] of 0/1: the rows' mask in the combined cache after the pass.
         self.mask = torch.tensor(masks, dtype=torch.long, device=device)
-        self.cache = DynamicCache(config=config)
-        if past > 0:  # some row keeps cached columns: the others get padding there
-            rows = [(r.cache, kept) for r, kept in zip(self.reads, keep, strict=True)]
-            donor = next(cache for cache, kept in rows if kept > 0)
-            for index, layer in enumerate(donor.layers):
-                keys = [_kept(c, index, "keys", layer.keys, k, past) for c, k in rows]
-                values = [_kept(c, index, "values", layer.values, k, past) for c, k in rows]
-                self.cache.update(torch.cat(keys), torch.cat(values), index)
+        self.cache = stack_caches(
+            [(r.cache, kept) for r, kept in zip(self.reads, keep, strict=True)], config
+        )
 
     def run(self, model: Any) -> torch.Tensor:
         """The forward pass: each row's logits at its last prompt token, [rows, vocabulary]."""
@@ -81,6 +76,44 @@ class PromptBatch:
             (layer.keys[row : row + 1, :, -n:], layer.values[row : row + 1, :, -n:])
             for layer in self.cache.layers
         ]
+
+
+def filled_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], config: Any) -> DynamicCache:
+    """A cache holding these keys and values per layer as they are, without a copy: nothing
+    writes a cache's tensors in place (every update, selection or padding makes new ones), so a
+    cache may start from views of another's."""
+    cache = DynamicCache(config=config)
+    for layer, (keys, values) in zip(cache.layers, layers, strict=True):
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+    return cache
+
+
+def stack_caches(rows: Sequence[tuple[DynamicCache, int]], config: Any) -> DynamicCache:
+    """One cache of the rows' first `kept` columns each, [(cache, kept), ...] of single-row caches,
+    left-padded to the longest (padding is zeros: whoever reads it masks it out)."""
+    width = max(kept for _, kept in rows)
+    if width == 0:
+        return DynamicCache(config=config)
+    donor = next(cache for cache, kept in rows if kept > 0)
+    layers = []
+    for index, layer in enumerate(donor.layers):
+        parts = []
+        for name, like in (("keys", layer.keys), ("values", layer.values)):
+            out = like.new_zeros((len(rows), like.shape[1], width, like.shape[3]))
+            for row, (cache, kept) in enumerate(rows):
+                if kept > 0:
+                    source = getattr(cache.layers[index], name)
+                    out[row, :, width - kept :].copy_(source[0, :, :kept])
+            parts.append(out)
+        layers.append((parts[0], parts[1]))
+    return filled_cache(layers, config)
+
+
+def left_padded_mask(lengths: Sequence[int], device: torch.device) -> torch.Tensor:
+    """The [rows, max(lengths)] 0/1 mask of rows holding `lengths` columns, left-padded."""
+    width = max(lengths)
+    return torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=device)
 
 
 class PrefixCache:
@@ -123,22 +156,18 @@ class PrefixCache:
     def lookup(self, tokens: Sequence[int], config: Any) -> tuple[int, DynamicCache]:
         """(columns reused, a cache holding them); at most len(tokens) - 1 columns, so that the
         last prompt token is always read (its logits give the first generated token)."""
-        cache = DynamicCache(config=config)
         best, best_key = 0, None
-        limit = len(tokens) - 1
+        wanted = tuple(tokens[: len(tokens) - 1])
         for key in self._items:
-            n = 0
-            for a, b in zip(key, tokens[:limit], strict=False):
-                if a != b:
-                    break
-                n += 1
+            n = _shared_prefix(key, wanted)
             if n > best:
                 best, best_key = n, key
         if best_key is None or best < self.min_tokens:
-            return 0, cache
+            return 0, DynamicCache(config=config)
         self._items.move_to_end(best_key)
-        for i, (k, v) in enumerate(self._items[best_key]):
-            cache.update(k[:, :, :best].clone(), v[:, :, :best].clone(), i)
+        cache = filled_cache(
+            [(k[:, :, :best], v[:, :, :best]) for k, v in self._items[best_key]], config
+        )
         self.hits += 1
         self.reused_tokens += best
         return best, cache
@@ -149,12 +178,14 @@ def left_pad(t: torch.Tensor, n: int) -> torch.Tensor:
     return t if n == 0 else torch.nn.functional.pad(t, (0, 0, n, 0))
 
 
-def _kept(
-    cache: DynamicCache, layer: int, part: str, like: torch.Tensor, kept: int, width: int
-) -> torch.Tensor:
-    """A row's first `kept` cached keys or values (`part`) of `layer`, left-padded to `width`
-    (all padding when it keeps none: its cache may hold nothing yet, so `like` gives the
-    shape)."""
-    if kept == 0:
-        return like.new_zeros((1, like.shape[1], width, like.shape[3]))
-    return left_pad(getattr(cache.layers[layer], part)[:, :, :kept], width - kept)
+def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """The length of the longest common prefix of two token tuples (a binary search over
+    slice comparisons, which run in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -42,7 +42,14 @@ from ..constraints.bitmask import apply_bitmask
 from ..constraints.processor import fill_mask
 from .logprobs import decoded_logprobs, token_entry
 from .params import GenerationJob, GenerationOutput
-from .prefill import PrefixCache, PromptBatch, PromptRead, left_pad
+from .prefill import (
+    PrefixCache,
+    PromptBatch,
+    PromptRead,
+    left_pad,
+    left_padded_mask,
+    stack_caches,
+)
 from .rows import RowState, job_output
 from .sampling import apply_penalties, needs_penalties, pick_token, row_seed
 
@@ -326,19 +333,37 @@ class Scheduler:
                     self._join(p.cache, running, mask)
 
     def _join_unread_last_token(self) -> bool:
-        """Let the first waiting prompt join the batch without a pass of its own if only its last
-        token is unread (the prefix cache held the rest): the next decoding step reads that token
-        and gives its first one. Whether it joined."""
-        p = self._prefills[0]
-        n = p.job.params.n
-        if p.ids.shape[1] - p.pos != 1 or (self._seqs and len(self._seqs) + n > self.max_rows):
+        """Let the first waiting prompts join the batch without a pass of their own if only their
+        last token is unread (the prefix cache held the rest): the next decoding step reads that
+        token and gives their first one. Those that arrived together join at once (one copy of
+        the batch's cache). Whether any joined."""
+        ready: list[_Prefill] = []
+        rows = len(self._seqs)
+        for p in self._prefills:
+            n = p.job.params.n
+            if p.job.cancel.is_set() or p.ids.shape[1] - p.pos != 1:
+                break
+            if (rows or ready) and rows + n > self.max_rows:
+                break
+            ready.append(p)
+            rows += n
+        if not ready:
             return False
-        self._prefills.popleft()
-        self.prompts_read += 1
-        running = self._start_rows(p, None)
-        if n > 1:
-            p.cache.batch_repeat_interleave(n)
-        self._join(p.cache, running, torch.ones((n, p.pos), dtype=torch.long, device=self.device))
+        joining: list[_Seq] = []
+        index: list[int] = []
+        for i, p in enumerate(ready):
+            self._prefills.popleft()
+            running = self._start_rows(p, None)
+            joining.extend(running)
+            index.extend([i] * len(running))
+        self.prompts_read += len(ready)
+        rows_index = torch.tensor(index, dtype=torch.long, device=self.device)
+        cache = stack_caches([(p.cache, p.pos) for p in ready], self.model.config)
+        mask = left_padded_mask([p.pos for p in ready], self.device)
+        if len(index) != len(ready):  # choices of one prompt share its columns
+            cache.batch_select_indices(rows_index)
+            mask = mask[rows_index]
+        self._join(cache, joining, mask)
         return True
 
     def _drop_cancelled(self) -> bool:
