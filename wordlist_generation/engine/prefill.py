@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from .kvcache import NewCache, filled_cache
+
 
 @dataclass
 class PromptRead:
@@ -37,7 +39,9 @@ class PromptBatch:
     real columns are the last `len(tokens)` columns of the combined cache.
     """
 
-    def __init__(self, reads: Sequence[PromptRead], config: Any, device: torch.device) -> None:
+    def __init__(
+        self, reads: Sequence[PromptRead], new_cache: NewCache, device: torch.device
+    ) -> None:
         self.reads = list(reads)
         self.width = max(len(r.tokens) - r.cached for r in self.reads)
         keep = [max(0, len(r.tokens) - self.width) for r in self.reads]  # cached columns kept
@@ -54,7 +58,7 @@ class PromptBatch:
         #: [rows, past + width] of 0/1: the rows' mask in the combined cache after the pass.
         self.mask = torch.tensor(masks, dtype=torch.long, device=device)
         self.cache = stack_caches(
-            [(r.cache, kept) for r, kept in zip(self.reads, keep, strict=True)], config
+            [(r.cache, kept) for r, kept in zip(self.reads, keep, strict=True)], new_cache
         )
 
     def run(self, model: Any) -> torch.Tensor:
@@ -78,23 +82,12 @@ class PromptBatch:
         ]
 
 
-def filled_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], config: Any) -> DynamicCache:
-    """A cache holding these keys and values per layer as they are, without a copy: nothing
-    writes a cache's tensors in place (every update, selection or padding makes new ones), so a
-    cache may start from views of another's."""
-    cache = DynamicCache(config=config)
-    for layer, (keys, values) in zip(cache.layers, layers, strict=True):
-        layer.lazy_initialization(keys, values)
-        layer.keys, layer.values = keys, values
-    return cache
-
-
-def stack_caches(rows: Sequence[tuple[DynamicCache, int]], config: Any) -> DynamicCache:
+def stack_caches(rows: Sequence[tuple[DynamicCache, int]], new: NewCache) -> DynamicCache:
     """One cache of the rows' first `kept` columns each, [(cache, kept), ...] of single-row caches,
     left-padded to the longest (padding is zeros: whoever reads it masks it out)."""
     width = max(kept for _, kept in rows)
     if width == 0:
-        return DynamicCache(config=config)
+        return new()
     donor = next(cache for cache, kept in rows if kept > 0)
     layers = []
     for index, layer in enumerate(donor.layers):
@@ -107,7 +100,7 @@ def stack_caches(rows: Sequence[tuple[DynamicCache, int]], config: Any) -> Dynam
                     out[row, :, width - kept :].copy_(source[0, :, :kept])
             parts.append(out)
         layers.append((parts[0], parts[1]))
-    return filled_cache(layers, config)
+    return filled_cache(layers, new)
 
 
 def left_padded_mask(lengths: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -153,7 +146,7 @@ class PrefixCache:
     def clear(self) -> None:
         self._items.clear()
 
-    def lookup(self, tokens: Sequence[int], config: Any) -> tuple[int, DynamicCache]:
+    def lookup(self, tokens: Sequence[int], new: NewCache) -> tuple[int, DynamicCache]:
         """(columns reused, a cache holding them); at most len(tokens) - 1 columns, so that the
         last prompt token is always read (its logits give the first generated token)."""
         best, best_key = 0, None
@@ -163,19 +156,14 @@ class PrefixCache:
             if n > best:
                 best, best_key = n, key
         if best_key is None or best < self.min_tokens:
-            return 0, DynamicCache(config=config)
+            return 0, new()
         self._items.move_to_end(best_key)
         cache = filled_cache(
-            [(k[:, :, :best], v[:, :, :best]) for k, v in self._items[best_key]], config
+            [(k[:, :, :best], v[:, :, :best]) for k, v in self._items[best_key]], new
         )
         self.hits += 1
         self.reused_tokens += best
         return best, cache
-
-
-def left_pad(t: torch.Tensor, n: int) -> torch.Tensor:
-    """Pad a [rows, heads, columns, dim] cache tensor with `n` zero columns on the left."""
-    return t if n == 0 else torch.nn.functional.pad(t, (0, 0, n, 0))
 
 
 def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:

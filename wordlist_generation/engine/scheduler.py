@@ -40,16 +40,10 @@ from transformers import DynamicCache
 
 from ..constraints.bitmask import apply_bitmask
 from ..constraints.processor import fill_mask
+from .kvcache import cache_factory, left_pad
 from .logprobs import decoded_logprobs, token_entry
 from .params import GenerationJob, GenerationOutput
-from .prefill import (
-    PrefixCache,
-    PromptBatch,
-    PromptRead,
-    left_pad,
-    left_padded_mask,
-    stack_caches,
-)
+from .prefill import PrefixCache, PromptBatch, PromptRead, left_padded_mask, stack_caches
 from .rows import RowState, job_output
 from .sampling import apply_penalties, needs_penalties, pick_token, row_seed
 
@@ -169,6 +163,7 @@ class Scheduler:
     ) -> None:
         self.model = model
         self.prefixes = PrefixCache(prefix_cache_size)
+        self.new_cache = cache_factory(model.config)
         self.decode = decode
         self.eos_token_ids = eos_token_ids
         self.eos = min(eos_token_ids)
@@ -270,7 +265,7 @@ class Scheduler:
             return
         for i, job in enumerate(entry.jobs):
             ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
-            reused, cache = self.prefixes.lookup(job.prompt_ids, self.model.config)
+            reused, cache = self.prefixes.lookup(job.prompt_ids, self.new_cache)
             self._prefills.append(_Prefill(entry, i, ids, cache, pos=reused))
 
     def _iterate(self) -> None:
@@ -358,7 +353,7 @@ class Scheduler:
             index.extend([i] * len(running))
         self.prompts_read += len(ready)
         rows_index = torch.tensor(index, dtype=torch.long, device=self.device)
-        cache = stack_caches([(p.cache, p.pos) for p in ready], self.model.config)
+        cache = stack_caches([(p.cache, p.pos) for p in ready], self.new_cache)
         mask = left_padded_mask([p.pos for p in ready], self.device)
         if len(index) != len(ready):  # choices of one prompt share its columns
             cache.batch_select_indices(rows_index)
@@ -405,7 +400,7 @@ class Scheduler:
         (padding included)."""
         batch = PromptBatch(
             [PromptRead(p.job.prompt_ids, p.cache, p.pos) for p in group],
-            self.model.config,
+            self.new_cache,
             self.device,
         )
         logits = batch.run(self.model)
