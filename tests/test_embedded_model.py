@@ -14,6 +14,15 @@ def test_models_lists_the_embedded_model(embedded_server) -> None:
     assert [m.id for m in embedded_server.client().models.list().data] == [MODEL]
 
 
+def test_the_embedded_model_runs_its_own_4_bit_weights(embedded_server) -> None:
+    """CPU_QUANTIZATION defaults to auto: int4 for the embedded model, reported by /health."""
+    import httpx
+
+    body = httpx.get(f"{embedded_server.base_url}/health", timeout=10).json()
+    assert body["engine"] == "hf" and body["device"] == "cpu"
+    assert body["quantization"] == "int4"
+
+
 def test_plain_completion_is_sensible(embedded_server) -> None:
     r = embedded_server.client().chat.completions.create(
         model=MODEL,

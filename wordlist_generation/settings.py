@@ -79,11 +79,11 @@ class Settings(BaseSettings):
     TORCH_NUM_THREADS: int = Field(
         0, ge=0, description="torch intra-op threads per process; 0 = torch's default."
     )
-    CPU_QUANTIZATION: Literal["none", "int8", "int4"] = Field(
-        "none",
-        description="Weights of a model on the CPU: int4 or int8 kernels (opt-in until their "
-        "answer quality is measured against fp32), or none (TORCH_DTYPE as loaded). Never applied "
-        "on a GPU.",
+    CPU_QUANTIZATION: Literal["auto", "none", "int8", "int4"] = Field(
+        "auto",
+        description="Weights of a model on the CPU: int4 or int8 kernels, none (TORCH_DTYPE as "
+        "loaded), or auto: int4 for the embedded model (its weights are 4-bit already), none for "
+        "any other. Never applied on a GPU.",
     )
 
     # --- engine ---

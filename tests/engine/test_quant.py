@@ -21,12 +21,13 @@ from wordlist_generation.engine.hf import HFEngine
 from wordlist_generation.engine.loader import ModelLoadError, load_model, quantize_on_cpu
 from wordlist_generation.engine.params import GenerationJob, SamplingParams
 from wordlist_generation.engine.quant import (
-    CPU_QUANTIZATIONS,
+    CPU_QUANTIZATION_SETTINGS,
     INT4_GROUP,
     Int4Linear,
     Int8Linear,
     QuantizedLinear,
     quantize_model,
+    resolve_cpu_quantization,
 )
 from wordlist_generation.settings import REPO_ROOT, Settings
 
@@ -203,7 +204,14 @@ def test_a_quantized_model_generates_and_constrained_output_is_compliant(int4_en
 
 
 def test_the_setting_is_validated(tiny_model_dir):
-    assert get_args(Settings.model_fields["CPU_QUANTIZATION"].annotation) == CPU_QUANTIZATIONS
+    annotation = Settings.model_fields["CPU_QUANTIZATION"].annotation
+    assert get_args(annotation) == CPU_QUANTIZATION_SETTINGS
+    assert Settings.model_fields["CPU_QUANTIZATION"].default == "auto"
+    # auto: int4 for the embedded model only; any other model stays as loaded
+    assert resolve_cpu_quantization("auto", embedded=True) == "int4"
+    assert resolve_cpu_quantization("auto", embedded=False) == "none"
+    assert resolve_cpu_quantization("int8", embedded=True) == "int8"
+    assert load_model(str(tiny_model_dir), cpu_quantization="auto").quantization == "none"
     with pytest.raises(ValidationError, match="CPU_QUANTIZATION"):
         Settings(CPU_QUANTIZATION="int3")
     with pytest.raises(ModelLoadError, match="unknown CPU_QUANTIZATION 'fp16'"):

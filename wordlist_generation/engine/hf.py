@@ -100,6 +100,7 @@ class HFEngine(ChatTokenizer, Engine):
         self.model_id = loaded.model_id
         self.source = loaded.source
         self.load_seconds = loaded.load_seconds
+        self.quantization = loaded.quantization
         self.device = next(self.model.parameters()).device
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.eos_token_ids = end_token_ids(
@@ -127,7 +128,13 @@ class HFEngine(ChatTokenizer, Engine):
             "vocab_size": self.vocab_size,
             "device": str(self.device),
             "load_seconds": round(self.load_seconds, 2),
+            "quantization": self.quantization,
         }
+
+    def health(self) -> dict[str, Any]:
+        """The weights every answer, score and logprob comes from: `CPU_QUANTIZATION` as applied
+        (int4, int8, or none: as loaded) and the device."""
+        return {"engine": "hf", "quantization": self.quantization, "device": str(self.device)}
 
     def submit(self, jobs: Sequence[GenerationJob]) -> Awaitable[list[GenerationOutput]]:
         """Rows join the scheduler's running batch at its next step (beam jobs run as a group)."""

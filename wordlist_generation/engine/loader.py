@@ -262,18 +262,19 @@ def load_model(
 ) -> LoadedModel:
     """Load the model and tokenizer named by the settings (None = the embedded default).
 
-    `cpu_quantization` (`none`, `int8`, `int4`: `engine.quant`) applies after loading, and only to
-    a model that sits entirely on the CPU; GPU placements keep their TORCH_DTYPE weights.
+    `cpu_quantization` (`none`, `int8`, `int4`, or `auto`: int4 for the embedded model, none for
+    any other; `engine.quant`) applies after loading, and only to a model that sits entirely on
+    the CPU; GPU placements keep their TORCH_DTYPE weights.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .quant import CPU_QUANTIZATIONS
+    from .quant import resolve_cpu_quantization
 
-    if cpu_quantization not in CPU_QUANTIZATIONS:
-        raise ModelLoadError(
-            f"unknown CPU_QUANTIZATION {cpu_quantization!r}; expected one of {CPU_QUANTIZATIONS}"
-        )
+    try:
+        cpu_quantization = resolve_cpu_quantization(cpu_quantization, embedded=not model_name)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
     t0 = time.perf_counter()
     if not model_name:
         path = embedded_model_dir(cache_dir)

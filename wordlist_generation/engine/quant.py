@@ -44,6 +44,24 @@ log = logging.getLogger(__name__)
 
 CpuQuantization = Literal["none", "int8", "int4"]
 CPU_QUANTIZATIONS: tuple[str, ...] = get_args(CpuQuantization)
+#: What the setting takes: a quantization, or `auto` (`resolve_cpu_quantization`).
+CPU_QUANTIZATION_SETTINGS: tuple[str, ...] = ("auto", *CPU_QUANTIZATIONS)
+
+
+def resolve_cpu_quantization(setting: str, *, embedded: bool) -> str:
+    """The quantization `setting` means for a model: `auto` is int4 for the embedded model (its
+    projections are 4-bit in its GGUF, so int4 reproduces them; its answers read as fp32's do:
+    scripts/compare_quality.py) and none for any other, where int4 and int8 round the weights
+    again and are a choice to make."""
+    if setting not in CPU_QUANTIZATION_SETTINGS:
+        raise ValueError(
+            f"unknown CPU_QUANTIZATION {setting!r}; expected one of {CPU_QUANTIZATION_SETTINGS}"
+        )
+    if setting == "auto":
+        return "int4" if embedded else "none"
+    return setting
+
+
 INT4_GROUP = 32
 #: Relative weight error above which int4 is reported as lossy for a model: the embedded model's
 #: projections come back within 5e-3 (bfloat16 scales alone), Gaussian weights at ~6e-2.
