@@ -17,7 +17,9 @@ Run from the repo root:
         [--engines hf,vllm] [--vllm-clients 1,16]
 
 Settings of the server: TORCH_NUM_THREADS=2, GENERATION_MAX_CONCURRENCY=16,
-GENERATION_QUEUE_SIZE=32, greedy, the embedded model; JSON goes to bench_results/serving.json.
+GENERATION_QUEUE_SIZE=32, greedy, the embedded model with its default weights (CPU_QUANTIZATION
+auto: int4; `--env CPU_QUANTIZATION=none` for fp32, as bench_results/serving_none.json was run);
+JSON goes to bench_results/serving.json (`--out`). The plain `generate` reference is always fp32.
 """
 
 from __future__ import annotations

@@ -34,9 +34,7 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "prompts": len(pairs),
         "identical_answers": sum(x["text"] == y["text"] for x, y in pairs),
         "perplexity_ratio_median": round(statistics.median(ratios), 3) if ratios else None,
-        "violations": [
-            sum(len(s.get("violations") or []) for s in r["samples"]) for r in (a, b)
-        ],
+        "violations": [sum(len(s.get("violations") or []) for s in r["samples"]) for r in (a, b)],
         **{f: [a.get(f), b.get(f)] for f in FIELDS},
     }
 
