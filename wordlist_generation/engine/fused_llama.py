@@ -12,8 +12,9 @@ with the mask the model built, so left padding, prefix caches and batching behav
 A model whose decoder layers are all fused also gets `LeanForward` in place of the Llama model's
 own forward pass: one boolean mask per pass and torch's scaled-dot-product attention, without
 transformers' per-call machinery. Measured on 2 cores with the embedded model under int4 (one row,
-greedy): a decoding step took ~19.7 ms through transformers' model forward and ~16.3 ms through
-`LeanForward`, of which the int4 and int8 kernels are ~9.5 ms. Hidden states and attention weights
+greedy): a decoding step took ~19.7 ms through transformers' model forward and ~15 ms through
+`LeanForward` (with the scheduler's in-place KV cache, `engine.kvcache`), of which the int4 and
+int8 kernels are ~9 ms. Hidden states and attention weights
 (`output_hidden_states`, `output_attentions`) come from the model's own forward, which runs the
 same fused layers.
 """
