@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Sequence
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 
@@ -26,6 +27,16 @@ __all__ = ["ConstraintLogitsProcessor", "fill_mask", "set_bits"]
 
 
 def set_bits(row: torch.Tensor, tokens: Sequence[int], value: bool) -> None:
+    """Set (or clear) the bits of `tokens` in the int32 bitmask `row`."""
+    if row.device.type == "cpu" and row.is_contiguous():  # through numpy: no tensor indexing
+        words = row.numpy().view(np.uint32)
+        for t in tokens:
+            word, bit = divmod(t, 32)
+            if value:
+                words[word] |= np.uint32(1 << bit)
+            else:
+                words[word] &= np.uint32(0xFFFFFFFF ^ (1 << bit))
+        return
     for t in tokens:
         word, bit = divmod(t, 32)
         v = int(row[word]) & 0xFFFFFFFF
@@ -33,7 +44,9 @@ def set_bits(row: torch.Tensor, tokens: Sequence[int], value: bool) -> None:
         row[word] = v - (1 << 32) if v >= 1 << 31 else v
 
 
-def fill_mask(state: SequenceConstraint, row: torch.Tensor, eos_token_ids: Sequence[int]) -> str | None:
+def fill_mask(
+    state: SequenceConstraint, row: torch.Tensor, eos_token_ids: Sequence[int]
+) -> str | None:
     """Fill the int32 bitmask `row` (zeroed) with what `state` allows next, end tokens included
     exactly when the state can end. Returns the reason when the row cannot go on (a dead end or a
     failing backend); the row then allows only the end tokens, so that it finishes."""

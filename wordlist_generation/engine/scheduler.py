@@ -501,8 +501,10 @@ class Scheduler:
         if row.job.cancel.is_set():
             row.finish("cancelled")
             return
-        raw = scores.clone()  # the model's own distribution, for `raw_score`
-        if needs_penalties([params]):
+        penalised = needs_penalties([params])
+        # The model's own distribution, for `raw_score`: a copy only if something changes scores.
+        raw = scores.clone() if penalised or seq.constraint is not None else scores
+        if penalised:
             ids = torch.tensor(seq.ids, dtype=torch.long, device=scores.device)
             apply_penalties(scores, ids, seq.prompt_len, params)
         if seq.constraint is not None:
@@ -516,13 +518,15 @@ class Scheduler:
             for t, boost in seq.constraint.token_bias().items():
                 scores[t] += boost
         token = pick_token(scores, params, row.generator)
-        logp = torch.log_softmax(scores, dim=-1)
-        raw_lp = float(raw[token] - torch.logsumexp(raw, dim=-1))
-        row.add_logprobs(float(logp[token]), raw_lp)
-        if params.logprobs is not None:
+        decoded = float(scores[token] - torch.logsumexp(scores, dim=-1))
+        raw_lp = decoded if raw is scores else float(raw[token] - torch.logsumexp(raw, dim=-1))
+        row.add_logprobs(decoded, raw_lp)
+        if params.logprobs is not None:  # the whole distribution only when it is reported
             sampled = params.samples(row.choice)
             if sampled and params.temperature != 1.0:
                 logp = decoded_logprobs(scores, params, sampled)
+            else:
+                logp = torch.log_softmax(scores, dim=-1)
             row.record(token_entry(logp, token, raw_lp, params.logprobs))
         row.push(token, self.decode, self.eos_token_ids)
         seq.ids.append(token)
