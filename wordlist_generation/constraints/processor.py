@@ -27,21 +27,15 @@ __all__ = ["ConstraintLogitsProcessor", "fill_mask", "set_bits"]
 
 
 def set_bits(row: torch.Tensor, tokens: Sequence[int], value: bool) -> None:
-    """Set (or clear) the bits of `tokens` in the int32 bitmask `row`."""
-    if row.device.type == "cpu" and row.is_contiguous():  # through numpy: no tensor indexing
-        words = row.numpy().view(np.uint32)
-        for t in tokens:
-            word, bit = divmod(t, 32)
-            if value:
-                words[word] |= np.uint32(1 << bit)
-            else:
-                words[word] &= np.uint32(0xFFFFFFFF ^ (1 << bit))
-        return
+    """Set (or clear) the bits of `tokens` in the contiguous int32 CPU bitmask `row` (every mask
+    here is built on the CPU), through numpy: tensor indexing costs ~20 us an access."""
+    words = row.numpy().view(np.uint32)
     for t in tokens:
         word, bit = divmod(t, 32)
-        v = int(row[word]) & 0xFFFFFFFF
-        v = v | (1 << bit) if value else v & ~(1 << bit)
-        row[word] = v - (1 << 32) if v >= 1 << 31 else v
+        if value:
+            words[word] |= np.uint32(1 << bit)
+        else:
+            words[word] &= np.uint32(0xFFFFFFFF ^ (1 << bit))
 
 
 def fill_mask(
