@@ -26,15 +26,15 @@ SPARE_COLUMNS = 32
 
 
 class _Buffer:
-    """[rows, heads, capacity, dim] with its first `used` columns in use; `owned` when this
-    layer allocated it (then the columns past `used` may be written)."""
+    """[rows, heads, capacity, dim] with its first `used` columns in use. A tensor handed in is
+    full (`used` is its every column), so appending to it always grows into a new buffer: only
+    buffers this layer allocated are ever written past `used`."""
 
-    __slots__ = ("tensor", "used", "owned")
+    __slots__ = ("tensor", "used")
 
-    def __init__(self, tensor: torch.Tensor | None, owned: bool = False) -> None:
+    def __init__(self, tensor: torch.Tensor | None) -> None:
         self.tensor = tensor
         self.used = tensor.shape[-2] if tensor is not None and tensor.dim() == 4 else None
-        self.owned = owned
 
     def view(self) -> torch.Tensor | None:
         t = self.tensor
@@ -46,13 +46,13 @@ class _Buffer:
         used = self.used or 0
         total = used + new.shape[-2]
         t = self.tensor
-        if not self.owned or t is None or self.used is None or total > t.shape[-2]:
+        if t is None or self.used is None or total > t.shape[-2]:
             spare = max(SPARE_COLUMNS, total // 4)
             grown = new.new_empty((*new.shape[:2], total + spare, new.shape[-1]))
             if used:
                 assert t is not None
                 grown[:, :, :used].copy_(t[:, :, :used])
-            self.tensor, self.owned = grown, True
+            self.tensor = grown
         assert self.tensor is not None
         self.tensor[:, :, used:total].copy_(new)
         self.used = total
