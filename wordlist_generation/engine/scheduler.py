@@ -127,7 +127,6 @@ class _Prefill:
     ids: torch.Tensor  # [1, L]
     cache: DynamicCache
     pos: int = 0
-    logits: torch.Tensor | None = None
 
     @property
     def job(self) -> GenerationJob:
@@ -320,12 +319,8 @@ class Scheduler:
                 self.prompts_read += 1
                 self._prefills.popleft()
                 self.prefixes.store(job.prompt_ids, p.cache)
-                running = self._start_rows(p, out.logits[0, -1].float())
-                if running:
-                    if len(running) > 1:
-                        p.cache.batch_repeat_interleave(len(running))
-                    mask = torch.ones((len(running), total), dtype=torch.long, device=self.device)
-                    self._join(p.cache, running, mask)
+                mask = torch.ones((1, total), dtype=torch.long, device=self.device)
+                self._start_and_join([(p, out.logits[0, -1].float())], p.cache, mask)
 
     def _join_unread_last_token(self) -> bool:
         """Let the first waiting prompts join the batch without a pass of their own if only their
@@ -344,21 +339,12 @@ class Scheduler:
             rows += n
         if not ready:
             return False
-        joining: list[_Seq] = []
-        index: list[int] = []
-        for i, p in enumerate(ready):
+        for _ in ready:
             self._prefills.popleft()
-            running = self._start_rows(p, None)
-            joining.extend(running)
-            index.extend([i] * len(running))
         self.prompts_read += len(ready)
-        rows_index = torch.tensor(index, dtype=torch.long, device=self.device)
         cache = stack_caches([(p.cache, p.pos) for p in ready], self.new_cache)
         mask = left_padded_mask([p.pos for p in ready], self.device)
-        if len(index) != len(ready):  # choices of one prompt share its columns
-            cache.batch_select_indices(rows_index)
-            mask = mask[rows_index]
-        self._join(cache, joining, mask)
+        self._start_and_join([(p, None) for p in ready], cache, mask)
         return True
 
     def _drop_cancelled(self) -> bool:
@@ -406,19 +392,34 @@ class Scheduler:
         logits = batch.run(self.model)
         self.prefill_passes += 1
         self.prompts_read += len(group)
-        joining: list[_Seq] = []
-        index: list[int] = []
         for i, p in enumerate(group):
             self._prefills.popleft()
             self.prefixes.store_columns(p.job.prompt_ids, batch.row_columns(i))
-            running = self._start_rows(p, logits[i])
+        self._start_and_join(list(zip(group, logits, strict=True)), batch.cache, batch.mask)
+        return batch.width * len(group)
+
+    def _start_and_join(
+        self,
+        read: list[tuple[_Prefill, torch.Tensor | None]],
+        cache: DynamicCache,
+        mask: torch.Tensor,
+    ) -> None:
+        """Start the rows of prompts just read (each with its logits, or None: the next decoding
+        step reads its last token) and join the running ones to the batch with their prompt's row
+        of `cache` and `mask` (row i for `read[i]`; a prompt's choices share its row)."""
+        joining: list[_Seq] = []
+        index: list[int] = []
+        for i, (p, logits) in enumerate(read):
+            running = self._start_rows(p, logits)
             joining.extend(running)
             index.extend([i] * len(running))
-        if joining:
+        if not joining:
+            return
+        if index != list(range(len(read))):
             rows = torch.tensor(index, dtype=torch.long, device=self.device)
-            batch.cache.batch_select_indices(rows)
-            self._join(batch.cache, joining, batch.mask[rows])
-        return batch.width * len(group)
+            cache.batch_select_indices(rows)
+            mask = mask[rows]
+        self._join(cache, joining, mask)
 
     def _start_rows(self, p: _Prefill, logits: torch.Tensor | None) -> list[_Seq]:
         """The job's prompt is read: pick each choice's first token from `logits`; the rows still
