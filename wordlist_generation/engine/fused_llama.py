@@ -101,7 +101,7 @@ class FusedLlamaLayer(nn.Module):
         mask: torch.Tensor | None,
         cache: DynamicCache | None,
     ) -> torch.Tensor:
-        """The same function for `lean_forward`: a boolean mask built once per forward pass, and
+        """The same function for `LeanForward`: a boolean mask built once per forward pass, and
         torch's own scaled-dot-product attention over the cache's keys and values."""
         query, key, value = self._attention_inputs(hidden_states, cos, sin)
         if cache is not None:

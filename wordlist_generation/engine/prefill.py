@@ -45,18 +45,16 @@ class PromptBatch:
         self.reads = list(reads)
         self.width = max(len(r.tokens) - r.cached for r in self.reads)
         keep = [max(0, len(r.tokens) - self.width) for r in self.reads]  # cached columns kept
-        past = max(keep)
-        ids, positions, masks = [], [], []
+        ids, positions = [], []
         for r, kept in zip(self.reads, keep, strict=True):
-            new = len(r.tokens) - kept
-            pad = self.width - new
+            pad = self.width - (len(r.tokens) - kept)
             ids.append([0] * pad + list(r.tokens[kept:]))
             positions.append([0] * pad + list(range(kept, len(r.tokens))))
-            masks.append([0] * (past - kept) + [1] * kept + [0] * pad + [1] * new)
         self.input_ids = torch.tensor(ids, dtype=torch.long, device=device)
         self.position_ids = torch.tensor(positions, dtype=torch.long, device=device)
-        #: [rows, past + width] of 0/1: the rows' mask in the combined cache after the pass.
-        self.mask = torch.tensor(masks, dtype=torch.long, device=device)
+        #: [rows, columns] of 0/1: the rows' mask in the combined cache after the pass (each row's
+        #: prompt is its last columns, all its padding on the left).
+        self.mask = left_padded_mask([len(r.tokens) for r in self.reads], device)
         self.cache = stack_caches(
             [(r.cache, kept) for r, kept in zip(self.reads, keep, strict=True)], new_cache
         )
