@@ -38,14 +38,12 @@ from typing import Any, TypeVar
 import torch
 from transformers import DynamicCache
 
-from ..constraints.bitmask import apply_bitmask
-from ..constraints.processor import fill_mask
+from .choose import TokenChooser
 from .kvcache import cache_factory, left_pad
-from .logprobs import decoded_logprobs, token_entry
 from .params import GenerationJob, GenerationOutput
 from .prefill import PrefixCache, PromptBatch, PromptRead, left_padded_mask, stack_caches
 from .rows import RowState, job_output
-from .sampling import apply_penalties, needs_penalties, pick_token, row_seed
+from .sampling import row_seed
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +161,7 @@ class Scheduler:
         self.model = model
         self.prefixes = PrefixCache(prefix_cache_size)
         self.new_cache = cache_factory(model.config)
-        self.decode = decode
-        self.eos_token_ids = eos_token_ids
-        self.eos = min(eos_token_ids)
+        self.chooser = TokenChooser(decode, eos_token_ids)
         self.run_beams = run_beams
         self.max_rows = max_rows
         self.prefill_chunk = prefill_chunk
@@ -445,9 +441,9 @@ class Scheduler:
             )
             if logits is None:
                 seq.length, seq.last = p.pos, job.prompt_ids[-1]
-            else:
-                self._choose(seq, logits.clone())
             seqs.append(seq)
+        if logits is not None:
+            self.chooser.choose(seqs, logits.unsqueeze(0).repeat(len(seqs), 1))
         group.complete_if_done()
         return [s for s in seqs if not s.row.done]
 
@@ -490,51 +486,10 @@ class Scheduler:
         logits = out.logits[:, -1, :].float()
         self.steps += 1
         self.row_steps += len(seqs)
-        for i, seq in enumerate(seqs):
+        for seq in seqs:
             seq.length += 1
-            self._choose(seq, logits[i])
+        self.chooser.choose(seqs, logits)
         self._retire()
-
-    def _choose(self, seq: _Seq, scores: torch.Tensor) -> None:
-        """One row's next token: penalties, the constraint mask, the pick, then the row's text
-        rules (stops, limits, streaming) and the constraint state."""
-        row, params = seq.row, seq.row.job.params
-        if row.job.cancel.is_set():
-            row.finish("cancelled")
-            return
-        penalised = needs_penalties([params])
-        # The model's own distribution, for `raw_score`: a copy only if something changes scores.
-        raw = scores.clone() if penalised or seq.constraint is not None else scores
-        if penalised:
-            ids = torch.tensor(seq.ids, dtype=torch.long, device=scores.device)
-            apply_penalties(scores, ids, seq.prompt_len, params)
-        if seq.constraint is not None:
-            seq.constraint.set_remaining_tokens(params.max_new_tokens - len(row.tokens))
-            bits = torch.zeros((1, (scores.shape[0] + 31) // 32), dtype=torch.int32)
-            error = fill_mask(seq.constraint, bits[0], sorted(self.eos_token_ids))
-            if error is not None:
-                row.push(self.eos, self.decode, self.eos_token_ids, error=error)
-                return
-            apply_bitmask(scores.unsqueeze(0), bits)
-            for t, boost in seq.constraint.token_bias().items():
-                scores[t] += boost
-        token = pick_token(scores, params, row.generator)
-        decoded = float(scores[token] - torch.logsumexp(scores, dim=-1))
-        raw_lp = decoded if raw is scores else float(raw[token] - torch.logsumexp(raw, dim=-1))
-        row.add_logprobs(decoded, raw_lp)
-        if params.logprobs is not None:  # the whole distribution only when it is reported
-            sampled = params.samples(row.choice)
-            if sampled and params.temperature != 1.0:
-                logp = decoded_logprobs(scores, params, sampled)
-            else:
-                logp = torch.log_softmax(scores, dim=-1)
-            row.record(token_entry(logp, token, raw_lp, params.logprobs))
-        row.push(token, self.decode, self.eos_token_ids)
-        seq.ids.append(token)
-        seq.last = token
-        if not row.done and seq.constraint is not None and not seq.constraint.advance(token):
-            row.error = f"token {token} is not allowed by the constraint"
-            row.finish("error")
 
     def _retire(self) -> None:
         done = [s for s in self._seqs if s.row.done]
