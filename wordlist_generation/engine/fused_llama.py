@@ -106,9 +106,12 @@ class FusedLlamaLayer(nn.Module):
         query, key, value = self._attention_inputs(hidden_states, cos, sin)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, scale=self.scaling, enable_gqa=True
-        )
+        if query.shape[2] == 1:
+            out = _one_query_attention(query, key, value, mask, self.scaling)
+        else:
+            out = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, scale=self.scaling, enable_gqa=True
+            )
         return self._after_attention(hidden_states, out.transpose(1, 2))
 
     # The projections and the activation are called through `forward`: nn.Module's call
@@ -136,6 +139,27 @@ class FusedLlamaLayer(nn.Module):
         h = F.rms_norm(hidden_states, self.norm_shape, self.post_attention_norm, self.norm_eps)
         gate, up = self.gate_up_proj.forward(h).split(self.intermediate, dim=-1)
         return hidden_states + self.down_proj.forward(self.act_fn.forward(gate) * up)
+
+
+def _one_query_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """Attention of one new token per row (a decoding step): each key/value head's group of query
+    heads as one small matrix product. `bias` is the additive mask [batch, 1, 1, columns] (0 or
+    -inf), or None. torch's fused CPU kernel is tuned for long queries: with one query per row it
+    took ~2x as long from 8 rows on (~250 against ~115 us a layer at 16 rows of 130 columns)."""
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim) * scale
+    scores = torch.matmul(grouped, key.transpose(-1, -2))
+    if bias is not None:
+        scores += bias
+    out = torch.matmul(torch.softmax(scores, dim=-1), value)
+    return out.reshape(batch, heads, 1, dim)
 
 
 def _attention_mask(padding: torch.Tensor | None, length: int, past: int) -> torch.Tensor | None:
@@ -211,6 +235,10 @@ class LeanForward:
         hidden_states = self.model.embed_tokens(input_ids)
         cos, sin = self.model.rotary_emb(hidden_states, position_ids=position_ids)
         mask = _attention_mask(attention_mask, length, past)
+        if mask is not None and length == 1:  # `_one_query_attention` adds its mask
+            mask = torch.zeros(mask.shape, dtype=hidden_states.dtype).masked_fill_(
+                ~mask, float("-inf")
+            )
         for layer in self.layers:
             hidden_states = layer.step(hidden_states, cos, sin, mask, cache)
         return BaseModelOutputWithPast(
