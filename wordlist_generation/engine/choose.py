@@ -21,7 +21,7 @@ from ..constraints.bitmask import apply_bitmask
 from ..constraints.processor import fill_mask
 from .logprobs import decoded_logprobs, token_entry
 from .rows import RowState
-from .sampling import apply_penalties, needs_penalties, pick_token
+from .sampling import apply_penalties, argmax_rows, needs_penalties, pick_token
 
 
 class Choosing(Protocol):
@@ -63,7 +63,7 @@ class TokenChooser:
         constrained, failed = self._constrain(rows, scores, raw_rows)
         changed = bool(constrained) or bool(raw_rows)
         norm = torch.logsumexp(scores, dim=-1) if changed else raw_norm
-        greedy = torch.argmax(scores, dim=-1).tolist()
+        greedy = argmax_rows(scores)
         norms, raw_norms = norm.tolist(), raw_norm.tolist()
         for j, seq in enumerate(rows):
             if j in failed:
