@@ -40,9 +40,10 @@ class _Buffer:
         t = self.tensor
         if t is None or self.used is None or self.used == t.shape[-2]:
             return t
-        return t[:, :, : self.used]
+        return t.narrow(2, 0, self.used)
 
-    def append(self, new: torch.Tensor) -> None:
+    def append(self, new: torch.Tensor) -> torch.Tensor:
+        """Write `new`'s columns after those in use; returns the columns now in use."""
         used = self.used or 0
         total = used + new.shape[-2]
         t = self.tensor
@@ -51,11 +52,11 @@ class _Buffer:
             grown = new.new_empty((*new.shape[:2], total + spare, new.shape[-1]))
             if used:
                 assert t is not None
-                grown[:, :, :used].copy_(t[:, :, :used])
-            self.tensor = grown
-        assert self.tensor is not None
-        self.tensor[:, :, used:total].copy_(new)
+                grown.narrow(2, 0, used).copy_(t.narrow(2, 0, used))
+            self.tensor = t = grown
+        t.narrow(2, used, total - used).copy_(new)
         self.used = total
+        return t.narrow(2, 0, total)
 
 
 class GrowingLayer(DynamicLayer):
@@ -89,11 +90,7 @@ class GrowingLayer(DynamicLayer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        self._keys.append(key_states)
-        self._values.append(value_states)
-        keys, values = self.keys, self.values
-        assert keys is not None and values is not None
-        return keys, values
+        return self._keys.append(key_states), self._values.append(value_states)
 
 
 def cache_factory(config: Any) -> NewCache:
