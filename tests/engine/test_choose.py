@@ -41,22 +41,32 @@ def constraint(tokenizer):
     return compiler.compile(WordlistSpec("en", 300)).constraint
 
 
-#: One row of each kind a step can mix: (sampling params, constrained?, cancelled?).
+#: One row of each kind a step can mix: (sampling params, constrained?, cancelled?). Rows report
+#: their log-probabilities (`scores`), but for the last two kinds.
 KINDS = {
-    "greedy": (SamplingParams(max_new_tokens=8), False, False),
-    "greedy constrained": (SamplingParams(max_new_tokens=8), True, False),
-    "seeded sample": (SamplingParams(max_new_tokens=8, do_sample=True, seed=3), False, False),
+    "greedy": (SamplingParams(max_new_tokens=8, scores=True), False, False),
+    "greedy constrained": (SamplingParams(max_new_tokens=8, scores=True), True, False),
+    "seeded sample": (
+        SamplingParams(max_new_tokens=8, do_sample=True, seed=3, scores=True),
+        False,
+        False,
+    ),
     "sample constrained, logprobs": (
         SamplingParams(max_new_tokens=8, do_sample=True, seed=5, temperature=0.7, logprobs=2),
         True,
         False,
     ),
-    "penalised": (SamplingParams(max_new_tokens=8, repetition_penalty=1.5), False, False),
+    "penalised": (
+        SamplingParams(max_new_tokens=8, repetition_penalty=1.5, scores=True),
+        False,
+        False,
+    ),
     "penalised constrained": (
         SamplingParams(max_new_tokens=8, frequency_penalty=1.0, logprobs=0),
         True,
         False,
     ),
+    "unscored constrained": (SamplingParams(max_new_tokens=8), True, False),
     "cancelled": (SamplingParams(max_new_tokens=8), False, True),
 }
 
@@ -116,6 +126,12 @@ def test_a_mixed_batch_picks_what_each_row_picks_alone(tokenizer, constraint):
         assert same_entries(a.row.token_logprobs, b.row.token_logprobs), kind
     by_kind = dict(zip(KINDS, together, strict=True))
     assert by_kind["cancelled"].row.finish_reason == "cancelled"
+    # Without `scores` or `logprobs`, no normalizer is computed and no score reported.
+    for kind, seq in by_kind.items():
+        params = KINDS[kind][0]
+        reported = params.scores or params.logprobs is not None
+        assert (seq.row.output().score is not None) == reported, kind
+        assert (seq.row.output().raw_score is not None) == reported, kind
     assert by_kind["cancelled"].row.tokens == []
     for kind, seq in by_kind.items():
         if KINDS[kind][1]:

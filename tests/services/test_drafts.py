@@ -106,7 +106,8 @@ def test_greedy_drafts_keep_the_greedy_answer_and_sample_the_rest():
     assert (params.n, params.do_sample, params.temperature, params.seed) == (3, True, 0.7, 0)
     assert [params.samples(c) for c in range(3)] == [False, True, True]
     assert draft_params(replace(greedy, seed=5), 3, 0.7).seed == 5  # the request's own seed
-    assert draft_params(sample(2), 3, 0.7) == replace(sample(2), n=6)  # more samples, as asked
+    assert draft_params(sample(2), 3, 0.7) == replace(sample(2), n=6, scores=True)  # as asked
+    assert params.scores  # drafts are ranked by their scores: the engine must compute them
     assert draft_params(greedy, 1, 0.7) is greedy
 
 

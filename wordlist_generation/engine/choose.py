@@ -3,11 +3,12 @@
 Each row keeps its own rules (`engine.rows`, `engine.sampling`, its constraint), applied in this
 order: penalties, the constraint's mask, the constraint's token bias, then the pick (the argmax,
 or a draw from the row's own generator) and the row's text rules (stops, limits, streaming). What
-is the same arithmetic for every row runs once over the whole batch: the log-normalizers, the
-constraint masks (one bitmask of all constrained rows, applied in one add) and the greedy argmax.
-Per row, one row at a time, a 16-row step spent ~7 ms unconstrained and ~19 ms constrained in
-this bookkeeping on 2 cores with the embedded model (a third of a decoding step); the arithmetic
-is identical either way, so every row still picks the token it picks alone.
+is the same arithmetic for every row runs once over the whole batch: the constraint masks (one
+bitmask of all constrained rows, applied in one add), the greedy argmax and, for rows that report
+log-probabilities (`SamplingParams.scores`, which drafts set, or `logprobs`), the
+log-normalizers. Per row, one row at a time, a 16-row step spent ~7 ms unconstrained and ~19 ms
+constrained in this bookkeeping on 2 cores with the embedded model (a third of a decoding step);
+the arithmetic is identical either way, so every row still picks the token it picks alone.
 """
 
 from __future__ import annotations
@@ -58,13 +59,18 @@ class TokenChooser:
             return
         scores = logits if len(live) == len(seqs) else logits[live]
         rows = [seqs[i] for i in live]
-        raw_norm = torch.logsumexp(scores, dim=-1)  # the model's own distribution (`raw_score`)
-        raw_rows: dict[int, torch.Tensor] = {}  # rows whose chosen score may change: a copy
-        constrained, failed = self._constrain(rows, scores, raw_rows)
-        changed = bool(constrained) or bool(raw_rows)
-        norm = torch.logsumexp(scores, dim=-1) if changed else raw_norm
+        # Log-probabilities only for rows that report them (scores for drafts, logprobs): each
+        # normalizer is a pass over the whole vocabulary.
+        scored = [s.row.job.params.scores or s.row.job.params.logprobs is not None for s in rows]
+        raw_norms: list[float] = []
+        if any(scored):  # the model's own distribution (`raw_score`), before any rule acts
+            raw_norms = torch.logsumexp(scores, dim=-1).tolist()
+        raw_rows: dict[int, torch.Tensor] = {}  # scored rows whose chosen score may change
+        constrained, failed, changed = self._constrain(rows, scores, scored, raw_rows)
+        norms = raw_norms
+        if raw_norms and changed:
+            norms = torch.logsumexp(scores, dim=-1).tolist()
         greedy = argmax_rows(scores)
-        norms, raw_norms = norm.tolist(), raw_norm.tolist()
         for j, seq in enumerate(rows):
             if j in failed:
                 continue
@@ -72,20 +78,8 @@ class TokenChooser:
             token = greedy[j] if not params.do_sample or row.generator is None else None
             if token is None:
                 token = pick_token(scores[j], params, row.generator)
-            score = float(scores[j, token])
-            decoded = score - norms[j]
-            # A mask adds exactly 0 to the tokens it allows, so only penalties and biases move
-            # the chosen token's score away from the model's own.
-            raw_score = float(raw_rows[j][token]) if j in raw_rows else score
-            raw_lp = raw_score - raw_norms[j]
-            row.add_logprobs(decoded, raw_lp)
-            if params.logprobs is not None:  # the whole distribution only when it is reported
-                sampled = params.samples(row.choice)
-                if sampled and params.temperature != 1.0:
-                    logp = decoded_logprobs(scores[j], params, sampled)
-                else:
-                    logp = torch.log_softmax(scores[j], dim=-1)
-                row.record(token_entry(logp, token, raw_lp, params.logprobs))
+            if scored[j]:
+                self._record(row, params, scores[j], token, norms[j], raw_norms[j], raw_rows.get(j))
             row.push(token, self.decode, self.eos_token_ids)
             seq.ids.append(token)
             seq.last = token
@@ -93,20 +87,55 @@ class TokenChooser:
                 row.error = f"token {token} is not allowed by the constraint"
                 row.finish("error")
 
+    @staticmethod
+    def _record(
+        row: RowState,
+        params: Any,
+        scores: torch.Tensor,
+        token: int,
+        norm: float,
+        raw_norm: float,
+        raw: torch.Tensor | None,
+    ) -> None:
+        """The chosen token's log-probabilities, as decoded (`scores`, normalized by `norm`) and
+        under the model alone (`raw_norm`; `raw`, the row's scores before penalties and biases,
+        where those acted)."""
+        score = float(scores[token])
+        decoded = score - norm
+        # A mask adds exactly 0 to the tokens it allows, so only penalties and biases move the
+        # chosen token's score away from the model's own.
+        raw_lp = (float(raw[token]) if raw is not None else score) - raw_norm
+        row.add_logprobs(decoded, raw_lp)
+        if params.logprobs is not None:  # the whole distribution only when it is reported
+            sampled = params.samples(row.choice)
+            if sampled and params.temperature != 1.0:
+                logp = decoded_logprobs(scores, params, sampled)
+            else:
+                logp = torch.log_softmax(scores, dim=-1)
+            row.record(token_entry(logp, token, raw_lp, params.logprobs))
+
     def _constrain(
-        self, rows: Sequence[Choosing], scores: torch.Tensor, raw_rows: dict[int, torch.Tensor]
-    ) -> tuple[list[int], set[int]]:
-        """Penalties, masks and biases, in place on `scores`; returns the constrained rows and
-        the rows whose constraint failed (they have ended with an error)."""
+        self,
+        rows: Sequence[Choosing],
+        scores: torch.Tensor,
+        scored: Sequence[bool],
+        raw_rows: dict[int, torch.Tensor],
+    ) -> tuple[list[int], set[int], bool]:
+        """Penalties, masks and biases, in place on `scores` (a scored row's scores are copied to
+        `raw_rows` first where penalties or biases act); returns the constrained rows, the rows
+        whose constraint failed (they have ended with an error) and whether any score changed."""
         constrained: list[int] = []
         failed: set[int] = set()
+        penalised = False
         bits: torch.Tensor | None = None
         for j, seq in enumerate(rows):
             params = seq.row.job.params
             if needs_penalties([params]):
-                raw_rows[j] = scores[j].clone()
+                if scored[j]:
+                    raw_rows[j] = scores[j].clone()
                 ids = torch.tensor(seq.ids, dtype=torch.long, device=scores.device)
                 apply_penalties(scores[j], ids, seq.prompt_len, params)
+                penalised = True
             if seq.constraint is None:
                 continue
             if bits is None:
@@ -119,7 +148,7 @@ class TokenChooser:
             else:
                 constrained.append(j)
         if not constrained:
-            return constrained, failed
+            return constrained, failed, penalised
         assert bits is not None
         if len(constrained) == len(rows):
             apply_bitmask(scores, bits)
@@ -130,8 +159,8 @@ class TokenChooser:
             scores[index.to(scores.device)] = part
         for j in constrained:
             bias = rows[j].constraint.token_bias()
-            if bias and j not in raw_rows:
+            if bias and scored[j] and j not in raw_rows:
                 raw_rows[j] = scores[j].clone()
             for t, boost in bias.items():
                 scores[j, t] += boost
-        return constrained, failed
+        return constrained, failed, True

@@ -34,6 +34,11 @@ class SamplingParams:
     #: Per-token log-probabilities: None = off (no extra work per step); k >= 0 = record each
     #: chosen token and its k most likely alternatives (`ChoiceOutput.token_logprobs`).
     logprobs: int | None = None
+    #: Report each choice's mean log-probability (`ChoiceOutput.score`, `raw_score`), which drafts
+    #: are ranked by. It costs a log-normalizer over the vocabulary per row and step (two for a
+    #: constrained row), so the continuous-batching scheduler computes them only when asked (or
+    #: when `logprobs` is set); otherwise its choices report None.
+    scores: bool = False
 
     def samples(self, choice: int) -> bool:
         """True when `choice` draws its tokens (it has its own seeded generator)."""

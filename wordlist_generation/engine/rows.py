@@ -99,6 +99,8 @@ class RowState:
     logprob_sum: float = 0.0
     #: Sum of the chosen tokens' log-probabilities before penalties and the constraint mask.
     raw_logprob_sum: float = 0.0
+    #: Whether the sums above are kept (`add_logprobs` was called): else no score is reported.
+    scored: bool = False
     error: str | None = None
     #: With `params.logprobs` set: every recorded token's entry, and where each pushed token's
     #: text starts (characters of complete text before it); entries streamed so far.
@@ -117,6 +119,7 @@ class RowState:
 
     def add_logprobs(self, decoded: float, raw: float) -> None:
         """Record the chosen token's log-probability as decoded and under the model alone."""
+        self.scored = True
         if math.isfinite(decoded):
             self.logprob_sum += decoded
         if math.isfinite(raw):
@@ -226,8 +229,8 @@ class RowState:
             token_ids=self.tokens,
             finish_reason=self.finish_reason,
             error=self.error,
-            score=self.logprob_sum / max(1, len(self.tokens)),
-            raw_score=self.raw_logprob_sum / max(1, len(self.tokens)),
+            score=self.logprob_sum / max(1, len(self.tokens)) if self.scored else None,
+            raw_score=self.raw_logprob_sum / max(1, len(self.tokens)) if self.scored else None,
             token_logprobs=(
                 self.token_logprobs[: self.listed()] if self.token_logprobs is not None else None
             ),

@@ -94,8 +94,9 @@ def draft_params(params: SamplingParams, drafts: int, temperature: float) -> Sam
             top_k=None,
             seed=params.seed if params.seed is not None else 0,
             greedy_choices=params.n,
+            scores=True,
         )
-    return replace(params, n=params.n * drafts)
+    return replace(params, n=params.n * drafts, scores=True)
 
 
 def repeated_trigrams(text: str) -> float:
