@@ -68,6 +68,13 @@ def _load(state: ServerState, engine: Engine | None) -> None:
     s = state.settings
     t0 = time.perf_counter()
     try:
+        from .constraints.wordlist import WordlistRegistry
+
+        state.registry = WordlistRegistry(s.WORDLIST_DIR)
+        # Every word list and headword file is read once (~3 s for six languages) beside the
+        # model's load, never delaying `ready`: the page's first connect and the first
+        # constrained request of each language find them read.
+        threading.Thread(target=state.registry.summary, name="wordlists", daemon=True).start()
         if engine is None and s.ENGINE == "vllm":
             from .engine.vllm import VLLMEngine
 
@@ -99,11 +106,10 @@ def _load(state: ServerState, engine: Engine | None) -> None:
         from .constraints.spec import PhonologicalSpec, StructuredSpec, WordlistSpec
         from .constraints.structured import StructuredHandler
         from .constraints.tokenizer import TokenizerTables
-        from .constraints.wordlist import WordlistHandler, WordlistRegistry, prebuild
+        from .constraints.wordlist import WordlistHandler, prebuild
         from .engine.loader import default_cache_dir
 
         tables = TokenizerTables(engine.tokenizer)
-        state.registry = WordlistRegistry(s.WORDLIST_DIR)
         wordlists = WordlistHandler(tables, state.registry, backend=s.CONSTRAINT_BACKEND)
         state.phonology = PhonologyHandler(
             tables,
