@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import DynamicCache
@@ -107,36 +107,56 @@ def left_padded_mask(lengths: Sequence[int], device: torch.device) -> torch.Tens
     return torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=device)
 
 
+class _Cached(NamedTuple):
+    """A prompt's keys and values per layer, and the logits its last token gave (None where
+    that token was read in a decoding step)."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    logits: torch.Tensor | None
+
+
 class PrefixCache:
     """Keys and values of recently read prompts, reused for the longest shared prefix.
 
     Chat prompts share long prefixes (the template's system prompt, the vocabulary hint), so a new
     prompt starts from the cached columns of the longest prefix it shares with a recent one and
     reads only the rest. Keys and values at a position depend only on the tokens up to it, so
-    the reuse is exact. A small LRU: `size` prompts, each kept whole.
+    the reuse is exact up to rounding: reading the last token in a decoding step instead of in
+    the prompt's pass changes the last bits of its logits, which the bfloat16 activations of
+    quantized weights carry on (~0.1 nats on the embedded model's int4 weights), enough to part
+    a seeded draw. So a prompt read whole also keeps those logits, and the same prompt again
+    starts from them without a pass: a repeated request decodes as it did the first time. A
+    small LRU: `size` prompts, each kept whole.
     """
 
     def __init__(self, size: int = 16, min_tokens: int = 16) -> None:
         self.size = size
         self.min_tokens = min_tokens
-        self._items: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = (
-            OrderedDict()
-        )
+        self._items: OrderedDict[tuple[int, ...], _Cached] = OrderedDict()
         self.hits = 0
         self.reused_tokens = 0
 
-    def store(self, tokens: Sequence[int], cache: DynamicCache) -> None:
+    def store(
+        self, tokens: Sequence[int], cache: DynamicCache, logits: torch.Tensor | None = None
+    ) -> None:
         """Keep a prompt read alone (its cache holds that prompt only)."""
-        self.store_columns(tokens, [(layer.keys, layer.values) for layer in cache.layers])
+        self.store_columns(tokens, [(layer.keys, layer.values) for layer in cache.layers], logits)
 
     def store_columns(
-        self, tokens: Sequence[int], layers: Sequence[tuple[torch.Tensor, torch.Tensor]]
+        self,
+        tokens: Sequence[int],
+        layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        logits: torch.Tensor | None = None,
     ) -> None:
-        """Keep a prompt's keys and values, [1, heads, len(tokens), head_dim] per layer."""
+        """Keep a prompt's keys and values, [1, heads, len(tokens), head_dim] per layer, and the
+        logits of its last token [vocabulary] where the prompt's pass gave them."""
         if self.size <= 0 or len(tokens) < self.min_tokens:
             return
         key = tuple(tokens)
-        self._items[key] = [(k.clone(), v.clone()) for k, v in layers]
+        self._items[key] = _Cached(
+            [(k.clone(), v.clone()) for k, v in layers],
+            logits.detach().clone() if logits is not None else None,
+        )
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
@@ -144,24 +164,34 @@ class PrefixCache:
     def clear(self) -> None:
         self._items.clear()
 
-    def lookup(self, tokens: Sequence[int], new: NewCache) -> tuple[int, DynamicCache]:
-        """(columns reused, a cache holding them); at most len(tokens) - 1 columns, so that the
-        last prompt token is always read (its logits give the first generated token)."""
+    def lookup(
+        self, tokens: Sequence[int], new: NewCache
+    ) -> tuple[int, DynamicCache, torch.Tensor | None]:
+        """(columns reused, a cache holding them, logits): the whole prompt with its last token's
+        logits where it was read whole before; else at most len(tokens) - 1 columns and None, so
+        that the last prompt token is read (its logits give the first generated token)."""
+        key = tuple(tokens)
+        whole = self._items.get(key)
+        if whole is not None and whole.logits is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+            self.reused_tokens += len(key)
+            return len(key), filled_cache(whole.layers, new), whole.logits
         best, best_key = 0, None
-        wanted = tuple(tokens[: len(tokens) - 1])
-        for key in self._items:
-            n = _shared_prefix(key, wanted)
+        wanted = key[: len(key) - 1]
+        for cached in self._items:
+            n = _shared_prefix(cached, wanted)
             if n > best:
-                best, best_key = n, key
+                best, best_key = n, cached
         if best_key is None or best < self.min_tokens:
-            return 0, new()
+            return 0, new(), None
         self._items.move_to_end(best_key)
         cache = filled_cache(
-            [(k[:, :, :best], v[:, :, :best]) for k, v in self._items[best_key]], new
+            [(k[:, :, :best], v[:, :, :best]) for k, v in self._items[best_key].layers], new
         )
         self.hits += 1
         self.reused_tokens += best
-        return best, cache
+        return best, cache, None
 
 
 def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:

@@ -39,6 +39,7 @@ import torch
 from transformers import DynamicCache
 
 from .choose import TokenChooser
+from .fused_llama import padding_runs
 from .kvcache import cache_factory, left_pad
 from .params import GenerationJob, GenerationOutput
 from .prefill import PrefixCache, PromptBatch, PromptRead, left_padded_mask, stack_caches
@@ -125,6 +126,8 @@ class _Prefill:
     ids: torch.Tensor  # [1, L]
     cache: DynamicCache
     pos: int = 0
+    #: The logits of the last prompt token where the prefix cache held the whole prompt.
+    logits: torch.Tensor | None = None
 
     @property
     def job(self) -> GenerationJob:
@@ -260,8 +263,8 @@ class Scheduler:
             return
         for i, job in enumerate(entry.jobs):
             ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
-            reused, cache = self.prefixes.lookup(job.prompt_ids, self.new_cache)
-            self._prefills.append(_Prefill(entry, i, ids, cache, pos=reused))
+            reused, cache, logits = self.prefixes.lookup(job.prompt_ids, self.new_cache)
+            self._prefills.append(_Prefill(entry, i, ids, cache, pos=reused, logits=logits))
 
     def _iterate(self) -> None:
         if self._calls:
@@ -286,7 +289,10 @@ class Scheduler:
         while budget > 0 and self._prefills:
             if self._drop_cancelled():
                 continue
-            if self._join_unread_last_token():
+            joined = self._join_cached()
+            if joined is None:
+                return  # wait for rows to leave
+            if joined or self._join_unread_last_token():
                 continue
             group = self._prefill_group(budget)
             if len(group) > 1:
@@ -314,9 +320,25 @@ class Scheduler:
             if p.pos == total:
                 self.prompts_read += 1
                 self._prefills.popleft()
-                self.prefixes.store(job.prompt_ids, p.cache)
+                logits = out.logits[0, -1].float()
+                self.prefixes.store(job.prompt_ids, p.cache, logits)
                 mask = torch.ones((1, total), dtype=torch.long, device=self.device)
-                self._start_and_join([(p, out.logits[0, -1].float())], p.cache, mask)
+                self._start_and_join([(p, logits)], p.cache, mask)
+
+    def _join_cached(self) -> bool | None:
+        """Start the first waiting prompt if the prefix cache held all of it, from the logits its
+        last token gave when it was read (`PrefixCache`): no pass, and the same first pick as
+        then. Whether it joined; None when it must wait for rows to leave."""
+        p = self._prefills[0]
+        if p.logits is None:
+            return False
+        if self._seqs and len(self._seqs) + p.job.params.n > self.max_rows:
+            return None
+        self._prefills.popleft()
+        self.prompts_read += 1
+        mask = torch.ones((1, p.pos), dtype=torch.long, device=self.device)
+        self._start_and_join([(p, p.logits)], p.cache, mask)
+        return True
 
     def _join_unread_last_token(self) -> bool:
         """Let the first waiting prompts join the batch without a pass of their own if only their
@@ -363,7 +385,7 @@ class Scheduler:
         group: list[_Prefill] = []
         rows, width, read = len(self._seqs), 0, 0
         for p in self._prefills:
-            if p.job.cancel.is_set():
+            if p.job.cancel.is_set() or p.logits is not None:
                 break
             left = p.ids.shape[1] - p.pos
             wider = max(width, left)
@@ -390,7 +412,7 @@ class Scheduler:
         self.prompts_read += len(group)
         for i, p in enumerate(group):
             self._prefills.popleft()
-            self.prefixes.store_columns(p.job.prompt_ids, batch.row_columns(i))
+            self.prefixes.store_columns(p.job.prompt_ids, batch.row_columns(i), logits[i])
         self._start_and_join(list(zip(group, logits, strict=True)), batch.cache, batch.mask)
         return batch.width * len(group)
 
@@ -467,6 +489,23 @@ class Scheduler:
             ]
         )
         self._seqs.extend(seqs)
+        self._group_by_alignment()
+
+    def _group_by_alignment(self) -> None:
+        """Reorder the rows (stably) so that rows whose left padding is equal modulo the CPU's
+        vector lanes sit together: a decoding step of fused layers attends each such run over its
+        own columns, as each row alone would (`fused_llama.padding_runs`). Padding changes by
+        the same columns for every row afterwards (trimming, a longer row joining), so the runs
+        stay together until the next join."""
+        assert self._cache is not None and self._mask is not None
+        runs = padding_runs(self._mask)
+        if runs is None or len(runs) == len({r for _, _, r in runs}):
+            return
+        order = [i for a, b, _ in sorted(runs, key=lambda run: run[2]) for i in range(a, b)]
+        index = torch.tensor(order, dtype=torch.long, device=self.device)
+        self._cache.batch_select_indices(index)
+        self._mask = self._mask[index]
+        self._seqs = [self._seqs[i] for i in order]
 
     # -------------------------------------------------------------------------------- decode
 
