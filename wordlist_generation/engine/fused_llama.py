@@ -125,15 +125,13 @@ class FusedLlamaLayer(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         cache: DynamicCache | None,
-        runs: list[tuple[int, int, int]] | None = None,
     ) -> torch.Tensor:
         """The same function for `LeanForward`, over the residual stream as [rows * length,
         hidden] (`shape` is (rows, length)): a mask built once per forward pass, rotary tables
         prepared once per pass (`cos`, and `sin` signed for a rotation by `roll`, both
         [rows, 1, length, head_dim]), the projections as closures over their tensors
         (`QuantizedLinear.kernel`), and torch's scaled-dot-product attention over the cache's
-        keys and values (`_one_query_attention` for a decoding step, by `runs` of rows: see
-        `padding_runs`)."""
+        keys and values (`_one_query_attention` for a decoding step)."""
         parts = self._parts or self._make_parts()
         batch, length = shape
         heads, dim = self.n_heads, self.head_dim
@@ -146,7 +144,7 @@ class FusedLlamaLayer(nn.Module):
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
         if length == 1:
-            out = _attend_runs(qk[:, :heads], key, value, mask, self.scaling, runs)
+            out = _one_query_attention(qk[:, :heads], key, value, mask, self.scaling)
         else:
             out = F.scaled_dot_product_attention(
                 qk[:, :heads], key, value, attn_mask=mask, scale=self.scaling, enable_gqa=True
@@ -216,54 +214,6 @@ def _one_query_attention(
         scores += bias
     out = torch.matmul(torch.softmax(scores, dim=-1), value)
     return out.reshape(batch, heads * dim)
-
-
-#: float32 lanes of the CPU's vector kernels: where a row's first column falls modulo this decides
-#: how its sums round (see `padding_runs`).
-LANES = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
-
-
-def padding_runs(padding: torch.Tensor | None) -> list[tuple[int, int, int]] | None:
-    """The rows of a decoding step as runs (first, end, offset) of neighbours whose left padding
-    is equal modulo `LANES`; None without padding.
-
-    torch's CPU kernels sum a row's columns in vector lanes, so where its first real column falls
-    modulo the lane count changes the last bits of its attention (the padding itself adds exact
-    zeros). A row alone starts at column 0; attending each run over the columns from `offset` on
-    puts every row's first column on a multiple of `LANES` again, so a row's attention is the
-    same to the bit in any batch. Those last bits matter: bfloat16 activations (int4 and int8
-    weights) carry them on to ~0.1 nats in the logits, which parts seeded draws. The scheduler
-    keeps such rows together (`Scheduler._group_by_alignment`)."""
-    if padding is None or bool(padding.all()):
-        return None
-    offsets = (padding.to(torch.int8).argmax(dim=1) % LANES).tolist()
-    runs: list[tuple[int, int, int]] = []
-    start = 0
-    for i in range(1, len(offsets) + 1):
-        if i == len(offsets) or offsets[i] != offsets[start]:
-            runs.append((start, i, offsets[start]))
-            start = i
-    return runs
-
-
-def _attend_runs(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    bias: torch.Tensor | None,
-    scale: float,
-    runs: list[tuple[int, int, int]] | None,
-) -> torch.Tensor:
-    """`_one_query_attention` of each run of rows over its columns (`padding_runs`)."""
-    if runs is None or bias is None:
-        return _one_query_attention(query, key, value, bias, scale)
-    parts = [
-        _one_query_attention(
-            query[a:b], key[a:b, :, r:], value[a:b, :, r:], bias[a:b, :, :, r:], scale
-        )
-        for a, b, r in runs
-    ]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _attention_mask(padding: torch.Tensor | None, length: int, past: int) -> torch.Tensor | None:
@@ -348,10 +298,9 @@ class LeanForward:
                 ~mask, float("-inf")
             )
         batch = input_ids.shape[0]
-        runs = padding_runs(attention_mask) if length == 1 else None
         x = hidden_states.reshape(batch * length, -1)
         for layer in self.layers:
-            x = layer.step(x, (batch, length), cos, sin, mask, cache, runs)
+            x = layer.step(x, (batch, length), cos, sin, mask, cache)
         return BaseModelOutputWithPast(
             last_hidden_state=self.model.norm(x.view(batch, length, -1)), cache=cache
         )

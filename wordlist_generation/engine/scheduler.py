@@ -39,7 +39,6 @@ import torch
 from transformers import DynamicCache
 
 from .choose import TokenChooser
-from .fused_llama import padding_runs
 from .kvcache import cache_factory, left_pad
 from .params import GenerationJob, GenerationOutput
 from .prefill import PrefixCache, PromptBatch, PromptRead, left_padded_mask, stack_caches
@@ -489,23 +488,6 @@ class Scheduler:
             ]
         )
         self._seqs.extend(seqs)
-        self._group_by_alignment()
-
-    def _group_by_alignment(self) -> None:
-        """Reorder the rows (stably) so that rows whose left padding is equal modulo the CPU's
-        vector lanes sit together: a decoding step of fused layers attends each such run over its
-        own columns, as each row alone would (`fused_llama.padding_runs`). Padding changes by
-        the same columns for every row afterwards (trimming, a longer row joining), so the runs
-        stay together until the next join."""
-        assert self._cache is not None and self._mask is not None
-        runs = padding_runs(self._mask)
-        if runs is None or len(runs) == len({r for _, _, r in runs}):
-            return
-        order = [i for a, b, _ in sorted(runs, key=lambda run: run[2]) for i in range(a, b)]
-        index = torch.tensor(order, dtype=torch.long, device=self.device)
-        self._cache.batch_select_indices(index)
-        self._mask = self._mask[index]
-        self._seqs = [self._seqs[i] for i in order]
 
     # -------------------------------------------------------------------------------- decode
 
