@@ -61,10 +61,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from serving_common import PROMPTS, TOPICS, pct  # noqa: E402
-
-#: Client i >= len(TOPICS) asks for another version, so that no two prompts of a round are equal.
-VERSION = {"unconstrained": " This is version {k}.", "es3000": " Es la versión {k}."}
+from serving_common import TOPICS, pct  # noqa: E402
+from serving_common import prompt_text as versioned_prompt  # noqa: E402
 
 T_START = time.perf_counter()
 
@@ -75,9 +73,9 @@ def say(message: str) -> None:
 
 
 def prompt_text(vocab: str, i: int) -> str:
-    text = PROMPTS[vocab].format(topic=TOPICS[i % len(TOPICS)])
+    """Client i >= len(TOPICS) asks for another version: no two prompts of a round are equal."""
     k = i // len(TOPICS)
-    return text + VERSION[vocab].format(k=k + 1) if k else text
+    return versioned_prompt(vocab, i, k + 1 if k else 0)
 
 
 def parse_args() -> argparse.Namespace:

@@ -5,6 +5,9 @@ For each number of clients (default 1, 4, 8, 16), answer length (64 and 256 toke
 (unconstrained, es/3000), every client streams one greedy answer at the same time; the table
 reports aggregate completion tokens/s, time to first text p50/p95 and the gap between text chunks
 p50/p95 (a chunk is a token, or a whole word in word-list mode, which streams only whole words).
+Every request ends its prompt with a version number of its own (`serving_common.prompt_text`),
+as distinct users' prompts differ: the server starts a prompt its prefix cache holds whole without
+reading it.
 In the same run, single-stream greedy tokens/s of plain transformers `generate` (fp32) on the same
 model gives the reference for the engine's own single stream: `--hf-runs` rounds, each a plain
 `generate` in this process followed at once by one streaming client through the server and by the
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -44,17 +48,18 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests_vllm"))
 
 from server_process import ServerProcess  # noqa: E402
-from serving_common import PROMPTS, TOPICS, pct  # noqa: E402
+from serving_common import pct, prompt_text  # noqa: E402
 
 VOCAB = {"unconstrained": {}, "es3000": {"vocab_lang": "es", "vocab_n_words": 3000}}
+#: Every request of a run asks for its own version of its prompt (`prompt_text`), as distinct
+#: users do: none is a repeat the prefix cache holds whole.
+VERSIONS = itertools.count(1)
 
 
 async def one_client(http: httpx.AsyncClient, model: str, i: int, tokens: int, vocab: str) -> dict:
     body = {
         "model": model,
-        "messages": [
-            {"role": "user", "content": PROMPTS[vocab].format(topic=TOPICS[i % len(TOPICS)])}
-        ],
+        "messages": [{"role": "user", "content": prompt_text(vocab, i, next(VERSIONS))}],
         "max_tokens": tokens,
         "num_beams": 1,
         "stream": True,
@@ -131,7 +136,7 @@ class PlainGenerate:
         loaded = load_model(None)
         self.model = loaded.model
         self.ids = loaded.tokenizer.apply_chat_template(
-            [{"role": "user", "content": PROMPTS["unconstrained"].format(topic=TOPICS[0])}],
+            [{"role": "user", "content": prompt_text("unconstrained", 0, 1)}],
             add_generation_prompt=True,
             return_tensors="pt",
             return_dict=True,
@@ -153,7 +158,7 @@ def whole_answer(base_url: str, token: str, tokens: int) -> float:
     """Tokens/s of one non-streaming request (the answer arrives whole, as `generate` returns
     it): the server's decoding without a client reading every token on the same cores."""
     body = {
-        "messages": [{"role": "user", "content": PROMPTS["unconstrained"].format(topic=TOPICS[0])}],
+        "messages": [{"role": "user", "content": prompt_text("unconstrained", 0, next(VERSIONS))}],
         "max_tokens": tokens,
         "num_beams": 1,
     }

@@ -18,6 +18,18 @@ PROMPTS = {
 }
 
 
+#: A version number at the end of a prompt, so that no two prompts of a run are equal: the server
+#: starts a prompt its prefix cache holds whole without reading it, so a repeated prompt would be
+#: measured without its prefill.
+VERSION = {"unconstrained": " This is version {k}.", "es3000": " Es la versión {k}."}
+
+
+def prompt_text(vocab: str, i: int, version: int = 0) -> str:
+    """Client `i`'s prompt (one topic each); `version` > 0 ends it with that version number."""
+    text = PROMPTS[vocab].format(topic=TOPICS[i % len(TOPICS)])
+    return text + VERSION[vocab].format(k=version) if version else text
+
+
 def pct(values: list[float], q: float) -> float | None:
     """The `q`-th percentile of `values` (nearest rank), None when there are none."""
     if not values:
