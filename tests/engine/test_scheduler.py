@@ -71,6 +71,17 @@ def first_divergence(engine: HFEngine, job: GenerationJob, got: list[int], want:
     return f"first difference at token {i}: logit gap {float(top[0] - top[1]):.2e}"
 
 
+def assert_same_tokens(
+    engine: HFEngine, job: GenerationJob, got: list[list[int]], want: list[list[int]]
+) -> None:
+    """Each choice's tokens as wanted; else fail naming, per choice, where they part
+    (`first_divergence`)."""
+    if got != want:
+        pytest.fail(
+            "; ".join(first_divergence(engine, job, g, w) for g, w in zip(got, want, strict=True))
+        )
+
+
 def staggered(engine: HFEngine, jobs: list[GenerationJob], after_tokens: int = 3) -> list:
     """Submit jobs[0]; each next job joins once the previous one has streamed `after_tokens`
     deltas, so rows join a running batch; all finish at different times."""
@@ -131,13 +142,7 @@ def check_rows_join_and_leave(engine: HFEngine, mode: str, reference: bool) -> N
     assert row_steps > steps  # rows really shared decoding steps
     for job, out, want in zip(jobs, outputs, expected, strict=True):
         assert not isinstance(out, BaseException), out
-        got = [c.token_ids for c in out.choices]
-        if got != want:
-            pytest.fail(
-                "; ".join(
-                    first_divergence(engine, job, g, w) for g, w in zip(got, want, strict=True)
-                )
-            )
+        assert_same_tokens(engine, job, [c.token_ids for c in out.choices], want)
     assert engine.scheduler.running_rows == 0
 
 
@@ -181,13 +186,7 @@ def test_on_the_embedded_model_a_repeated_seeded_request_decodes_as_the_first(em
     again = [alone(embedded_engine, job) for job in jobs]
     assert embedded_engine.scheduler.prefixes.hits - hits == len(jobs)
     for job, got, want in zip(jobs, again, first, strict=True):
-        if got != want:
-            pytest.fail(
-                "; ".join(
-                    first_divergence(embedded_engine, job, g, w)
-                    for g, w in zip(got, want, strict=True)
-                )
-            )
+        assert_same_tokens(embedded_engine, job, got, want)
 
 
 def test_a_cancelled_row_frees_its_place_at_once(engine):

@@ -108,11 +108,10 @@ def left_padded_mask(lengths: Sequence[int], device: torch.device) -> torch.Tens
 
 
 class _Cached(NamedTuple):
-    """A prompt's keys and values per layer, and the logits its last token gave (None where
-    that token was read in a decoding step)."""
+    """A prompt's keys and values per layer, and the logits its last token gave."""
 
     layers: list[tuple[torch.Tensor, torch.Tensor]]
-    logits: torch.Tensor | None
+    logits: torch.Tensor
 
 
 class PrefixCache:
@@ -136,9 +135,7 @@ class PrefixCache:
         self.hits = 0
         self.reused_tokens = 0
 
-    def store(
-        self, tokens: Sequence[int], cache: DynamicCache, logits: torch.Tensor | None = None
-    ) -> None:
+    def store(self, tokens: Sequence[int], cache: DynamicCache, logits: torch.Tensor) -> None:
         """Keep a prompt read alone (its cache holds that prompt only)."""
         self.store_columns(tokens, [(layer.keys, layer.values) for layer in cache.layers], logits)
 
@@ -146,16 +143,15 @@ class PrefixCache:
         self,
         tokens: Sequence[int],
         layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
-        logits: torch.Tensor | None = None,
+        logits: torch.Tensor,
     ) -> None:
         """Keep a prompt's keys and values, [1, heads, len(tokens), head_dim] per layer, and the
-        logits of its last token [vocabulary] where the prompt's pass gave them."""
+        logits its last token gave [vocabulary]."""
         if self.size <= 0 or len(tokens) < self.min_tokens:
             return
         key = tuple(tokens)
         self._items[key] = _Cached(
-            [(k.clone(), v.clone()) for k, v in layers],
-            logits.detach().clone() if logits is not None else None,
+            [(k.clone(), v.clone()) for k, v in layers], logits.detach().clone()
         )
         self._items.move_to_end(key)
         while len(self._items) > self.size:
@@ -168,11 +164,11 @@ class PrefixCache:
         self, tokens: Sequence[int], new: NewCache
     ) -> tuple[int, DynamicCache, torch.Tensor | None]:
         """(columns reused, a cache holding them, logits): the whole prompt with its last token's
-        logits where it was read whole before; else at most len(tokens) - 1 columns and None, so
-        that the last prompt token is read (its logits give the first generated token)."""
+        logits where it was kept before; else at most len(tokens) - 1 columns and None, so that
+        the last prompt token is read (its logits give the first generated token)."""
         key = tuple(tokens)
         whole = self._items.get(key)
-        if whole is not None and whole.logits is not None:
+        if whole is not None:
             self._items.move_to_end(key)
             self.hits += 1
             self.reused_tokens += len(key)
