@@ -107,11 +107,7 @@ class TokenChooser:
         raw_lp = (float(raw[token]) if raw is not None else score) - raw_norm
         row.add_logprobs(decoded, raw_lp)
         if params.logprobs is not None:  # the whole distribution only when it is reported
-            sampled = params.samples(row.choice)
-            if sampled and params.temperature != 1.0:
-                logp = decoded_logprobs(scores, params, sampled)
-            else:
-                logp = torch.log_softmax(scores, dim=-1)
+            logp = decoded_logprobs(scores, params, params.samples(row.choice))
             row.record(token_entry(logp, token, raw_lp, params.logprobs))
 
     def _constrain(
