@@ -93,6 +93,7 @@ def _load(state: ServerState, engine: Engine | None) -> None:
                 cache_dir=s.MODEL_CACHE_DIR,
                 served_model_id=s.SERVED_MODEL_ID or None,
                 cpu_quantization=s.CPU_QUANTIZATION,
+                cpu_dense_prefill=s.CPU_DENSE_PREFILL,
             )
             engine = HFEngine(
                 loaded,

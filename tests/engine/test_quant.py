@@ -16,12 +16,14 @@ from wordcheck import violations
 
 from wordlist_generation.constraints.spec import WordlistSpec
 from wordlist_generation.constraints.wordlist import WordlistRegistry, wordlist_compiler
+from wordlist_generation.engine import quant
 from wordlist_generation.engine.fused_llama import FusedLlamaLayer, LeanForward, fuse_llama_layers
 from wordlist_generation.engine.hf import HFEngine
 from wordlist_generation.engine.loader import ModelLoadError, load_model, quantize_on_cpu
 from wordlist_generation.engine.params import GenerationJob, SamplingParams
 from wordlist_generation.engine.quant import (
     CPU_QUANTIZATION_SETTINGS,
+    DENSE_PASS_TOKENS,
     INT4_GROUP,
     Int4Linear,
     Int8Linear,
@@ -100,6 +102,79 @@ def test_fused_linears_equal_the_separate_ones(kind):
     with torch.inference_mode():
         separate = torch.cat([LAYERS[kind](p)(x) for p in parts], dim=-1)
         assert torch.equal(fused(x), separate)
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_a_dense_copy_holds_the_quantized_weight_itself(kind):
+    """`dense_kernel` multiplies by the weight the kernel multiplies by, in fp32: on the grid,
+    the original weight to its last bits; off it, the quantized one (its own weight error)."""
+    gen = torch.Generator().manual_seed(2)
+    on_grid = _linear(96, 128, _exact_weight(kind, 96, 128, gen), bias=True)
+    layer = LAYERS[kind](on_grid, dense=True)
+    assert torch.allclose(layer.dense_weight, on_grid.weight, rtol=1e-6, atol=0)
+    x = torch.randn(40, 128, generator=gen)
+    dense = layer.dense_kernel()
+    with torch.inference_mode():
+        assert torch.allclose(dense(x), on_grid(x), rtol=1e-5, atol=1e-5)
+        assert _rel(dense(x), layer(x)) < BF16_ROUNDING
+    gaussian = _linear(64, 96, torch.randn(64, 96, generator=gen))
+    layer = LAYERS[kind](gaussian, dense=True)
+    dense_error = _rel(layer.dense_weight, gaussian.weight.detach())
+    assert dense_error == pytest.approx(layer.weight_error, rel=1e-4)
+    # None without the option, and for weights that are not float32 (GEMM would not pay).
+    assert LAYERS[kind](gaussian).dense_kernel() is None
+    assert LAYERS[kind](gaussian.to(torch.bfloat16), dense=True).dense_weight is None
+
+
+def _count_dense_calls(monkeypatch) -> list[int]:
+    """Rows of every fp32 GEMM a dense copy runs (`QuantizedLinear.dense_kernel` calls
+    `F.linear`; nothing else in a fully quantized model does)."""
+    rows: list[int] = []
+    linear = quant.F.linear
+
+    def counting(x, weight, bias=None):
+        rows.append(x.shape[0])
+        return linear(x, weight, bias)
+
+    monkeypatch.setattr(quant.F, "linear", counting)
+    return rows
+
+
+def test_long_prompt_passes_read_through_the_dense_copies_and_decoding_steps_never(
+    tiny_model_dir, tiny, monkeypatch
+):
+    dense = load_model(str(tiny_model_dir), cpu_quantization="int4", cpu_dense_prefill=True)
+    plain = load_model(str(tiny_model_dir), cpu_quantization="int4")
+    assert dense.model.model.forward.dense and not plain.model.model.forward.dense
+    per_pass = 4 * tiny.model.config.num_hidden_layers  # q/k/v, o, gate/up, down
+    rows = _count_dense_calls(monkeypatch)
+    gen = torch.Generator().manual_seed(3)
+    vocab = tiny.model.config.vocab_size
+    with torch.inference_mode():
+        # Prompt passes: rows x columns from DENSE_PASS_TOKENS up go dense, below do not.
+        for shape, expect in [((1, 8), 0), ((1, 40), per_pass), ((8, 4), per_pass)]:
+            rows.clear()
+            ids = torch.randint(0, vocab, shape, generator=gen)
+            got = dense.model(input_ids=ids).logits
+            assert len(rows) == expect, shape
+            assert all(r == shape[0] * shape[1] for r in rows)
+            want = plain.model(input_ids=ids).logits
+            if expect == 0:  # the same kernels: the same logits to the bit
+                assert torch.equal(got, want)
+            else:  # the same weights, fp32 activations instead of bfloat16 ones
+                assert _rel(got, want) < 3e-2
+                assert torch.equal(got.argmax(-1), want.argmax(-1))
+        # A decoding step of as many rows as a long prompt has tokens: the kernels, always.
+        batch = 2 * DENSE_PASS_TOKENS
+        prompt = torch.randint(0, vocab, (batch, 3), generator=gen)
+        cache = plain.model(input_ids=prompt, use_cache=True).past_key_values
+        caches = [copy.deepcopy(cache), cache]  # one prompt read for both
+        rows.clear()
+        step = torch.randint(0, vocab, (batch, 1), generator=gen)
+        got = dense.model(input_ids=step, past_key_values=caches[0], use_cache=True).logits
+        want = plain.model(input_ids=step, past_key_values=caches[1], use_cache=True).logits
+        assert rows == []
+        assert torch.equal(got, want)
 
 
 def _float_linear(*linears: nn.Linear) -> nn.Linear:
@@ -214,6 +289,9 @@ def test_the_setting_is_validated(tiny_model_dir):
     assert load_model(str(tiny_model_dir), cpu_quantization="auto").quantization == "none"
     with pytest.raises(ValidationError, match="CPU_QUANTIZATION"):
         Settings(CPU_QUANTIZATION="int3")
+    assert Settings.model_fields["CPU_DENSE_PREFILL"].default is True
+    with pytest.raises(ValidationError, match="CPU_DENSE_PREFILL"):
+        Settings(CPU_DENSE_PREFILL="sometimes")
     with pytest.raises(ModelLoadError, match="unknown CPU_QUANTIZATION 'fp16'"):
         load_model(str(tiny_model_dir), cpu_quantization="fp16")
     with pytest.raises(ValueError, match="unknown CPU quantization"):

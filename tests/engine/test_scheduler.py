@@ -153,10 +153,12 @@ def test_rows_joining_and_leaving_decode_as_they_would_alone(engine, mode):
 
 @pytest.fixture(scope="module")
 def embedded_engine():
-    """The embedded SmolLM2 as the server runs it by default: int4 weights, fused layers,
-    two threads, 16 rows."""
-    e = HFEngine(load_model(None, cpu_quantization="auto"), torch_threads=2, max_rows=16)
+    """The embedded SmolLM2 as the server runs it by default: int4 weights, fused layers, dense
+    copies for prompt passes of 32 tokens or more, two threads, 16 rows."""
+    loaded = load_model(None, cpu_quantization="auto", cpu_dense_prefill=True)
+    e = HFEngine(loaded, torch_threads=2, max_rows=16)
     assert e.quantization == "int4"
+    assert e.model.model.forward.dense
     yield e
     e.close()
 

@@ -38,6 +38,8 @@ from transformers.models.llama.modeling_llama import (
     eager_attention_forward,
 )
 
+from .quant import DENSE_PASS_TOKENS
+
 MakeLinear = Callable[..., nn.Module]
 
 
@@ -60,6 +62,13 @@ def _projection(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     any other layer's own forward."""
     kernel = getattr(module, "kernel", None)
     return kernel() if kernel is not None else module.forward
+
+
+def _dense_projection(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The same projection through fp32 GEMM over a quantized layer's dense copy
+    (`QuantizedLinear.dense_kernel`); None where the layer keeps none."""
+    dense_kernel = getattr(module, "dense_kernel", None)
+    return dense_kernel() if dense_kernel is not None else None
 
 
 class FusedLlamaLayer(nn.Module):
@@ -88,9 +97,15 @@ class FusedLlamaLayer(nn.Module):
         self.norm_eps = layer.input_layernorm.variance_epsilon
         self.norm_shape = (self.input_norm.shape[0],)
         self._parts: _Parts | None = None  # what `step` reads, made at its first call
+        self._dense_parts: _Parts | None = None  # the same over the dense copies
 
     def projections(self) -> Iterator[nn.Module]:
         yield from (self.qkv_proj, self.o_proj, self.gate_up_proj, self.down_proj)
+
+    @property
+    def has_dense(self) -> bool:
+        """Whether every projection keeps a dense copy (`QuantizedLinear.dense_weight`)."""
+        return all(_dense_projection(p) is not None for p in self.projections())
 
     def forward(
         self,
@@ -125,14 +140,19 @@ class FusedLlamaLayer(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         cache: DynamicCache | None,
+        dense: bool = False,
     ) -> torch.Tensor:
         """The same function for `LeanForward`, over the residual stream as [rows * length,
         hidden] (`shape` is (rows, length)): a mask built once per forward pass, rotary tables
         prepared once per pass (`cos`, and `sin` signed for a rotation by `roll`, both
         [rows, 1, length, head_dim]), the projections as closures over their tensors
-        (`QuantizedLinear.kernel`), and torch's scaled-dot-product attention over the cache's
-        keys and values (`_one_query_attention` for a decoding step)."""
-        parts = self._parts or self._make_parts()
+        (`QuantizedLinear.kernel`, or `dense_kernel` with `dense`), and torch's
+        scaled-dot-product attention over the cache's keys and values (`_one_query_attention`
+        for a decoding step)."""
+        if dense:
+            parts = self._dense_parts or self._make_parts(dense=True)
+        else:
+            parts = self._parts or self._make_parts()
         batch, length = shape
         heads, dim = self.n_heads, self.head_dim
         h = F.rms_norm(x, self.norm_shape, parts.input_norm, self.norm_eps)
@@ -155,17 +175,22 @@ class FusedLlamaLayer(nn.Module):
         gate, up = parts.gate_up(h).split(self.intermediate, dim=-1)
         return x + parts.down(parts.act(gate) * up)
 
-    def _make_parts(self) -> _Parts:
-        self._parts = _Parts(
-            qkv=_projection(self.qkv_proj),
-            o=_projection(self.o_proj),
-            gate_up=_projection(self.gate_up_proj),
-            down=_projection(self.down_proj),
+    def _make_parts(self, dense: bool = False) -> _Parts:
+        project = _dense_projection if dense else _projection
+        parts = _Parts(
+            qkv=project(self.qkv_proj),
+            o=project(self.o_proj),
+            gate_up=project(self.gate_up_proj),
+            down=project(self.down_proj),
             act=self.act_fn.forward,
             input_norm=self.input_norm,
             post_norm=self.post_attention_norm,
         )
-        return self._parts
+        if dense:
+            self._dense_parts = parts
+        else:
+            self._parts = parts
+        return parts
 
     # The projections and the activation are called through `forward`: nn.Module's call
     # machinery (hooks, which nothing here sets) costs ~5 us a call, ~0.6 ms a decoding step.
@@ -250,6 +275,8 @@ class LeanForward:
         self.layers = layers
         self.original = model.forward
         self._signs: torch.Tensor | None = None
+        #: Whether prompt passes of `DENSE_PASS_TOKENS` or more run over dense copies.
+        self.dense = all(layer.has_dense for layer in layers)
 
     def __call__(
         self,
@@ -299,8 +326,11 @@ class LeanForward:
             )
         batch = input_ids.shape[0]
         x = hidden_states.reshape(batch * length, -1)
+        # A prompt pass of many tokens: fp32 GEMM over the dense copies. Decoding steps (one
+        # token per row) always take the kernels, which keep each row batch-invariant.
+        dense = self.dense and length > 1 and batch * length >= DENSE_PASS_TOKENS
         for layer in self.layers:
-            x = layer.step(x, (batch, length), cos, sin, mask, cache)
+            x = layer.step(x, (batch, length), cos, sin, mask, cache, dense)
         return BaseModelOutputWithPast(
             last_hidden_state=self.model.norm(x.view(batch, length, -1)), cache=cache
         )

@@ -259,12 +259,14 @@ def load_model(
     cache_dir: Path | None = None,
     served_model_id: str | None = None,
     cpu_quantization: str = "none",
+    cpu_dense_prefill: bool = False,
 ) -> LoadedModel:
     """Load the model and tokenizer named by the settings (None = the embedded default).
 
     `cpu_quantization` (`none`, `int8`, `int4`, or `auto`: int4 for the embedded model, none for
     any other; `engine.quant`) applies after loading, and only to a model that sits entirely on
-    the CPU; GPU placements keep their TORCH_DTYPE weights.
+    the CPU; GPU placements keep their TORCH_DTYPE weights. `cpu_dense_prefill` keeps dense
+    copies of the quantized projections for long prompt passes (`CPU_DENSE_PREFILL`).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -303,7 +305,7 @@ def load_model(
         raise ModelLoadError(f"could not load model {source!r}: {exc}") from exc
     model.eval()
     torch.set_grad_enabled(False)
-    quantization = quantize_on_cpu(model, cpu_quantization)
+    quantization = quantize_on_cpu(model, cpu_quantization, dense_prefill=cpu_dense_prefill)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -317,7 +319,7 @@ def load_model(
     )
 
 
-def quantize_on_cpu(model: Any, mode: str) -> str:
+def quantize_on_cpu(model: Any, mode: str, *, dense_prefill: bool = False) -> str:
     """Quantize `model` in place if it lives on the CPU; returns the quantization it runs with."""
     from .quant import quantize_model
 
@@ -328,18 +330,20 @@ def quantize_on_cpu(model: Any, mode: str) -> str:
         log.info("CPU_QUANTIZATION=%s not applied: the model is on %s", mode, sorted(devices))
         return "none"
     t0 = time.perf_counter()
-    report = quantize_model(model, mode)
+    report = quantize_model(model, mode, dense_prefill=dense_prefill)
     _return_freed_memory()
     head = report.head_weight_error
     log.info(
         "CPU_QUANTIZATION=%s in %.1f s: layers %s, %d fused decoder layers, weight error "
-        "(||W - Wq|| / ||W||) up to %.2g in projections, %s in the output head",
+        "(||W - Wq|| / ||W||) up to %.2g in projections, %s in the output head; dense copies "
+        "for prompt passes: %.0f MB",
         mode,
         time.perf_counter() - t0,
         report.layers,
         report.fused_decoder_layers,
         report.max_weight_error,
         "n/a" if head is None else f"{head:.2g}",
+        report.dense_bytes / 1e6,
     )
     if report.lossy_int4:
         log.warning(
