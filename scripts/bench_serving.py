@@ -23,7 +23,9 @@ Run from the repo root:
 
 Settings of the server: TORCH_NUM_THREADS=2, GENERATION_MAX_CONCURRENCY=16,
 GENERATION_QUEUE_SIZE=32, greedy, the embedded model with its default weights (CPU_QUANTIZATION
-auto: int4; `--env CPU_QUANTIZATION=none` for fp32, as bench_results/serving_fp32.json was run);
+auto: int4, with CPU_DENSE_PREFILL; `--env CPU_QUANTIZATION=none` for fp32, as
+bench_results/serving_fp32.json was run, `--env CPU_DENSE_PREFILL=false` as
+serving_no_dense_prefill.json was);
 JSON goes to bench_results/serving.json (`--out`). The plain `generate` reference is always fp32.
 """
 

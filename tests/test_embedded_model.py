@@ -21,6 +21,7 @@ def test_the_embedded_model_runs_its_own_4_bit_weights(embedded_server) -> None:
     body = httpx.get(f"{embedded_server.base_url}/health", timeout=10).json()
     assert body["engine"] == "hf" and body["device"] == "cpu"
     assert body["quantization"] == "int4"
+    assert body["dense_prefill"] is True  # CPU_DENSE_PREFILL defaults to true
 
 
 def test_plain_completion_is_sensible(embedded_server) -> None:

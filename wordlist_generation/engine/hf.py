@@ -133,8 +133,15 @@ class HFEngine(ChatTokenizer, Engine):
 
     def health(self) -> dict[str, Any]:
         """The weights every answer, score and logprob comes from: `CPU_QUANTIZATION` as applied
-        (int4, int8, or none: as loaded) and the device."""
-        return {"engine": "hf", "quantization": self.quantization, "device": str(self.device)}
+        (int4, int8, or none: as loaded) and the device; whether long prompt passes multiply by
+        dense copies of those weights (`CPU_DENSE_PREFILL`)."""
+        forward = getattr(getattr(self.model, "model", None), "forward", None)
+        return {
+            "engine": "hf",
+            "quantization": self.quantization,
+            "dense_prefill": bool(getattr(forward, "dense", False)),
+            "device": str(self.device),
+        }
 
     def submit(self, jobs: Sequence[GenerationJob]) -> Awaitable[list[GenerationOutput]]:
         """Rows join the scheduler's running batch at its next step (beam jobs run as a group)."""
