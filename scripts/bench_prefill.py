@@ -3,12 +3,13 @@
 
 Loads the embedded model three times in one process: fp32 (`CPU_QUANTIZATION=none`, the
 reference), int4 with dense copies of its projections (the server's default) and int4 without.
-For each pass shape (prompts x tokens read; 14 x 9 is what 16 clients' prompts came to once the
-prefix cache held their common start), rounds alternate the two int4 models on the same token
-ids; the table gives median milliseconds per pass, the speed-up, and how far each path's
-next-token distribution (after the last token of each prompt) is from fp32's: mean KL(fp32 ||
-path) and top-1 agreement. Passes of fewer than `DENSE_PASS_TOKENS` tokens take the kernels in
-both models (the same logits to the bit).
+For each pass shape (prompts x tokens read: 16 x 53 is a class's 16 distinct prompts read cold),
+rounds alternate the two int4 models on the same token ids, each first in turn; the table gives
+median milliseconds per pass, the speed-up, and how far each path's next-token distribution
+(after the last token of each prompt) is from fp32's: mean KL(fp32 || path) and top-1 agreement.
+Called like this, a pass decides its path by its size: fewer than `DENSE_PASS_TOKENS` tokens take
+the kernels in both models (the same logits to the bit). The server's scheduler decides per
+prompt instead, by the tokens that prompt has to read.
 
 The token ids are real text: the benchmark prompts of `serving_common`, repeated to length.
 Prints a table and writes JSON (default bench_results/prefill.json). Run from the repo root:
@@ -38,7 +39,7 @@ from serving_common import TOPICS, prompt_text  # noqa: E402
 from wordlist_generation.engine.loader import load_model  # noqa: E402
 from wordlist_generation.engine.quant import DENSE_PASS_TOKENS  # noqa: E402
 
-SHAPES = [(1, 16), (1, 32), (1, 64), (14, 9), (16, 53), (1, 128), (1, 512), (1, 1024)]
+SHAPES = [(1, 9), (1, 16), (1, 32), (1, 64), (4, 40), (16, 53), (1, 128), (1, 512), (1, 1024)]
 
 
 def token_ids(tokenizer, prompts: int, tokens: int) -> torch.Tensor:
@@ -95,11 +96,14 @@ def main() -> None:
             ids = token_ids(dense.tokenizer, prompts, tokens)
             _, ref = timed(fp32.model, ids)
             times: dict[str, list[float]] = {"int4": [], "dense": []}
-            for _ in range(args.rounds):
-                seconds, got_kernels = timed(kernels.model, ids)
-                times["int4"].append(seconds)
-                seconds, got_dense = timed(dense.model, ids)
-                times["dense"].append(seconds)
+            for i in range(args.rounds):  # alternating, each first in turn
+                for path in ("int4", "dense") if i % 2 == 0 else ("dense", "int4"):
+                    seconds, got = timed(kernels.model if path == "int4" else dense.model, ids)
+                    times[path].append(seconds)
+                    if path == "int4":
+                        got_kernels = got
+                    else:
+                        got_dense = got
             row = {
                 "prompts": prompts,
                 "tokens": tokens,

@@ -12,9 +12,11 @@ import torch
 
 from wordlist_generation.constraints.spec import WordlistSpec
 from wordlist_generation.constraints.wordlist import WordlistRegistry, wordlist_compiler
+from wordlist_generation.engine import quant
 from wordlist_generation.engine.hf import HFEngine
 from wordlist_generation.engine.loader import load_model
 from wordlist_generation.engine.params import GenerationJob, GenerationOutput, SamplingParams
+from wordlist_generation.engine.quant import DENSE_PASS_TOKENS
 from wordlist_generation.settings import REPO_ROOT
 
 PROMPTS = [
@@ -157,8 +159,7 @@ def embedded_engine():
     copies for prompt passes of 32 tokens or more, two threads, 16 rows."""
     loaded = load_model(None, cpu_quantization="auto", cpu_dense_prefill=True)
     e = HFEngine(loaded, torch_threads=2, max_rows=16)
-    assert e.quantization == "int4"
-    assert e.model.model.forward.dense
+    assert e.quantization == "int4" and e.health()["dense_prefill"] is True
     yield e
     e.close()
 
@@ -168,7 +169,8 @@ def test_on_the_embedded_model_greedy_rows_joining_and_leaving_decode_as_they_wo
     embedded_engine,
 ):
     """No greedy pick flips on the embedded model's test prompts, as the server runs it. Its int4
-    and int8 kernels give a row the same result in any batch; attention over a left-padded batch
+    and int8 kernels give a row the same result in any batch, and a prompt is read on its own path
+    (dense copies or kernels) alone or beside others; attention over a left-padded batch
     rounds the last bits differently (README, "Continuous batching"), never enough here to
     change an argmax. transformers' own `generate` runs other kernels: no reference here."""
     check_rows_join_and_leave(embedded_engine, "greedy", reference=False)
@@ -189,6 +191,93 @@ def test_on_the_embedded_model_a_repeated_seeded_request_decodes_as_the_first(em
     assert embedded_engine.scheduler.prefixes.hits - hits == len(jobs)
     for job, got, want in zip(jobs, again, first, strict=True):
         assert_same_tokens(embedded_engine, job, got, want)
+
+
+@pytest.fixture(scope="module")
+def dense_engine(tiny_model_dir):
+    """The tiny model as the server runs a quantized one: int4, dense copies for prompts."""
+    loaded = load_model(str(tiny_model_dir), cpu_quantization="int4", cpu_dense_prefill=True)
+    e = HFEngine(loaded, torch_threads=1, max_rows=8, prefill_chunk=8)
+    assert e.scheduler.dense_prefill and e.health()["dense_prefill"] is True
+    yield e
+    e.close()
+
+
+def _dense_rows(monkeypatch) -> list[int]:
+    """Rows of every fp32 GEMM over a dense copy (the only `F.linear` calls of a quantized
+    model), as the scheduler thread makes them."""
+    rows: list[int] = []
+    linear = quant.F.linear
+
+    def counting(x, weight, bias=None):
+        rows.append(x.shape[0])
+        return linear(x, weight, bias)
+
+    monkeypatch.setattr(quant.F, "linear", counting)
+    return rows
+
+
+def test_a_long_prompt_reads_through_the_dense_copies_alone_beside_others_or_in_chunks(
+    dense_engine, monkeypatch
+):
+    """A prompt with DENSE_PASS_TOKENS or more to read goes through the dense copies, alone,
+    beside a short prompt or in chunks while another row decodes (so it gives, to the bit, the
+    tokens it gives alone); a short prompt read alone goes through the kernels."""
+    tokenizer = dense_engine.tokenizer
+    long_ids = tokenizer(" ".join(PROMPTS * 2))["input_ids"]
+    short_ids = tokenizer(PROMPTS[2])["input_ids"]
+    assert len(short_ids) < DENSE_PASS_TOKENS <= len(long_ids) <= 128
+    params = SamplingParams(max_new_tokens=6)
+    long_job = GenerationJob(prompt_ids=long_ids, params=params)
+    short_job = GenerationJob(prompt_ids=short_ids, params=params)
+    scheduler = dense_engine.scheduler
+    rows = _dense_rows(monkeypatch)
+    per_pass = 4 * dense_engine.model.config.num_hidden_layers
+
+    scheduler.prefixes.clear()
+    want_long = alone(dense_engine, long_job)
+    assert rows == [len(long_ids)] * per_pass  # one pass, dense
+    rows.clear()
+    scheduler.prefixes.clear()
+    alone(dense_engine, short_job)
+    assert rows == []  # the kernels
+
+    scheduler.prefixes.clear()
+    together = run(dense_engine, [long_job, short_job])
+    assert rows and sum(rows) >= len(long_ids) * per_pass
+    assert [c.token_ids for c in together[0].choices] == want_long
+
+    # Read while another row decodes: 8 tokens a step (`prefill_chunk`), each chunk dense.
+    rows.clear()
+    scheduler.prefixes.clear()
+    busy = GenerationJob(prompt_ids=short_ids, params=SamplingParams(max_new_tokens=40))
+    started = threading.Event()
+    busy.on_delta = lambda *_: started.set()
+    scheduler.submit([busy], lambda _: None)
+    assert started.wait(60)
+    rows.clear()
+    [chunked] = run(dense_engine, [GenerationJob(prompt_ids=long_ids, params=params)])
+    assert sum(rows) == len(long_ids) * per_pass and max(rows) <= 8
+    assert [c.token_ids for c in chunked.choices] == want_long
+
+
+def test_a_one_token_prompt_joins_a_running_batch(engine):
+    """A prompt of one token has no cached prefix to join the batch with: it is read by a pass of
+    its own, and the running row goes on (joining it as a cached prompt failed every row)."""
+    busy = GenerationJob(prompt_ids=prompt(engine, PROMPTS[0]), params=SamplingParams(40))
+    started = threading.Event()
+    busy.on_delta = lambda *_: started.set()
+    box: list = []
+    finished = threading.Event()
+    engine.scheduler.submit([busy], lambda result: (box.append(result), finished.set()))
+    assert started.wait(60)
+    one = GenerationJob(
+        prompt_ids=engine.tokenizer("Hi")["input_ids"][:1], params=SamplingParams(4)
+    )
+    [out] = run(engine, [one])
+    assert out.choices[0].finish_reason in ("stop", "length") and out.choices[0].token_ids
+    assert finished.wait(60) and not isinstance(box[0], BaseException)
+    assert box[0][0].choices[0].finish_reason in ("stop", "length")
 
 
 def test_a_cancelled_row_frees_its_place_at_once(engine):

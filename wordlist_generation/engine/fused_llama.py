@@ -13,7 +13,8 @@ A model whose decoder layers are all fused also gets `LeanForward` in place of t
 own forward pass: one mask and one pair of rotary tables per pass, the residual stream as a 2-D
 [tokens, hidden] tensor, the projections as closures over their tensors, small matrix products
 for the attention of a decoding step, without transformers' per-call machinery. It computes the
-same logits to the bit. Measured on 2 cores with the embedded model under int4 (greedy, the
+same logits to the bit (prompt passes over dense copies aside: `quant.DENSE_PASS_TOKENS`).
+Measured on 2 cores with the embedded model under int4 (greedy, the
 scheduler's in-place KV cache, `engine.kvcache`): a one-row decoding step took ~19.7 ms through
 transformers' model forward, ~15 ms through the first `LeanForward` and ~13.1 ms through this
 one (a 16-row step: ~61 and ~57 ms), of which the int4 and int8 kernels are ~7 ms (~39 ms at 16
@@ -287,8 +288,14 @@ class LeanForward:
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         past_key_values: Any = None,
+        dense_prefill: bool | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast:
+        """`dense_prefill` says whether this pass multiplies by the dense copies; None decides
+        by its size: a prompt pass of `DENSE_PASS_TOKENS` tokens or more does, a decoding step
+        (one token per row) never does, which keeps each decoding row batch-invariant. The
+        scheduler decides per pass (`engine.scheduler`), so that a long prompt reads all its
+        chunks the same way."""
         cache = cache if cache is not None else past_key_values
         config = self.model.config
         if (
@@ -326,9 +333,9 @@ class LeanForward:
             )
         batch = input_ids.shape[0]
         x = hidden_states.reshape(batch * length, -1)
-        # A prompt pass of many tokens: fp32 GEMM over the dense copies. Decoding steps (one
-        # token per row) always take the kernels, which keep each row batch-invariant.
-        dense = self.dense and length > 1 and batch * length >= DENSE_PASS_TOKENS
+        if dense_prefill is None:  # one token per row is a decoding step: the kernels
+            dense_prefill = length > 1 and batch * length >= DENSE_PASS_TOKENS
+        dense = self.dense and dense_prefill
         for layer in self.layers:
             x = layer.step(x, (batch, length), cos, sin, mask, cache, dense)
         return BaseModelOutputWithPast(
@@ -344,6 +351,13 @@ class LeanForward:
             signs[:half] = -1
             self._signs = signs
         return signs
+
+
+def has_dense_prefill(model: nn.Module) -> bool:
+    """Whether `model` (a causal LM) reads prompt passes through dense copies: its decoder runs
+    `LeanForward` and every layer keeps dense copies (`CPU_DENSE_PREFILL`)."""
+    forward = getattr(getattr(model, "model", None), "forward", None)
+    return isinstance(forward, LeanForward) and forward.dense
 
 
 def fuse_llama_layers(model: nn.Module, make: MakeLinear) -> list[FusedLlamaLayer]:

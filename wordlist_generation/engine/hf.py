@@ -31,6 +31,7 @@ from transformers import (
 
 from ..constraints.base import SequenceConstraint
 from .base import ChatTokenizer, Engine
+from .fused_llama import has_dense_prefill
 from .loader import LoadedModel
 from .logprobs import beam_entries
 from .params import GenerationJob, GenerationOutput, ScoreOutput
@@ -135,11 +136,10 @@ class HFEngine(ChatTokenizer, Engine):
         """The weights every answer, score and logprob comes from: `CPU_QUANTIZATION` as applied
         (int4, int8, or none: as loaded) and the device; whether long prompt passes multiply by
         dense copies of those weights (`CPU_DENSE_PREFILL`)."""
-        forward = getattr(getattr(self.model, "model", None), "forward", None)
         return {
             "engine": "hf",
             "quantization": self.quantization,
-            "dense_prefill": bool(getattr(forward, "dense", False)),
+            "dense_prefill": has_dense_prefill(self.model),
             "device": str(self.device),
         }
 

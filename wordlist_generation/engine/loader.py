@@ -259,14 +259,15 @@ def load_model(
     cache_dir: Path | None = None,
     served_model_id: str | None = None,
     cpu_quantization: str = "none",
-    cpu_dense_prefill: bool = False,
+    cpu_dense_prefill: bool = True,
 ) -> LoadedModel:
     """Load the model and tokenizer named by the settings (None = the embedded default).
 
     `cpu_quantization` (`none`, `int8`, `int4`, or `auto`: int4 for the embedded model, none for
     any other; `engine.quant`) applies after loading, and only to a model that sits entirely on
     the CPU; GPU placements keep their TORCH_DTYPE weights. `cpu_dense_prefill` keeps dense
-    copies of the quantized projections for long prompt passes (`CPU_DENSE_PREFILL`).
+    copies of the quantized projections for long prompts (`CPU_DENSE_PREFILL`; on, as the
+    server's setting is by default).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

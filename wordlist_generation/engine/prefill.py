@@ -59,8 +59,9 @@ class PromptBatch:
             [(r.cache, kept) for r, kept in zip(self.reads, keep, strict=True)], new_cache
         )
 
-    def run(self, model: Any) -> torch.Tensor:
-        """The forward pass: each row's logits at its last prompt token, [rows, vocabulary]."""
+    def run(self, model: Any, **options: Any) -> torch.Tensor:
+        """The forward pass: each row's logits at its last prompt token, [rows, vocabulary].
+        `options` go to the model as they are (`dense_prefill`)."""
         out = model(
             input_ids=self.input_ids,
             attention_mask=self.mask,
@@ -68,6 +69,7 @@ class PromptBatch:
             cache=self.cache,
             use_cache=True,
             logits_to_keep=1,
+            **options,
         )
         return out.logits[:, -1].float()
 

@@ -12,8 +12,8 @@ and the README's benchmark notes):
   back: the residual stream, norms, rotary embeddings, attention and the KV cache stay in the
   model's dtype, and the logits leave the head with bfloat16's 8 significant bits;
 - up to ~8 rows at once (int4: ~16) the kernels beat fp32 GEMM, so batched decoding keeps the
-  gain; a long prompt's prefill is up to 2x slower than in fp32 (dequantizing per call to use GEMM
-  instead costs more than that);
+  gain; a long prompt's prefill is up to 2.2x slower than in fp32 (dequantizing per call to use
+  GEMM instead costs more than that; dense copies kept for it cost memory instead: below);
 - both kernels give a row the same result whatever else shares the call (fp32 GEMM does not), so
   quantized rows stay batch-invariant;
 - the embedded model comes from a Q4_1 GGUF: its projections are already 4-bit codes with a
@@ -29,14 +29,16 @@ for q/k/v, one for gate/up, fewer Python-level ops per token): with weights this
 overhead is a large share of a decoding step.
 
 The kernels' arithmetic grows with the rows they multiply (int4 dequantizes its weights again for
-every 4 rows), so past ~32 rows fp32 GEMM is faster, and a prompt is many rows: 14 prompts read in
-one pass (126 tokens) took ~0.67 s under int4. With `dense` (`CPU_DENSE_PREFILL`), each fused
-projection also keeps its quantized weight dequantized to fp32 (the same values, ~425 MB for the
-embedded model), and a forward pass that reads at least `DENSE_PASS_TOKENS` tokens of prompt
-multiplies by that copy (`fused_llama.LeanForward`): measured with 30 layers' weights, cold
-caches, 2 cores, 128 rows 510 ms (int4) against 303 ms, 256 rows 817 against 433 ms; at 16 rows
-the int4 kernel is still ahead (64 against 84 ms). Decoding steps (one token per row) always take
-the kernels, whatever the number of rows, so batched rows stay batch-invariant.
+every 4 rows), so past ~32 rows fp32 GEMM is faster, and a prompt is many rows. With `dense`
+(`CPU_DENSE_PREFILL`), each fused projection also keeps its quantized weight dequantized to fp32
+(the same values; 425 MB for the embedded model, more than the whole int4 model), and a prompt
+pass of `DENSE_PASS_TOKENS` tokens or more multiplies by that copy (`fused_llama.LeanForward`;
+the scheduler also reads every chunk of a prompt with that many tokens to read that way). `scripts/bench_prefill.py`
+(bench_results/prefill.json, 2 cores, prompts x tokens, int4 / dense): 1 x 9 65 / 71 ms, 1 x 16
+73 / 73, 1 x 32 168 / 130, 1 x 64 260 / 176, 4 x 40 567 / 316, 16 x 53 3791 / 1690, 1 x 512
+2336 / 1099 ms (an earlier run: 1 x 32 192 / 189). Decoding
+steps (one token per row) always take the kernels, whatever the number of rows, so batched rows
+stay batch-invariant.
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ LOSSY_INT4 = 0.01
 _KERNEL_DTYPE = torch.bfloat16
 #: Weights quantized at a time (elements): bounds the float temporaries to a few MB.
 _CHUNK_ELEMENTS = 1 << 20
-#: Tokens of prompt (rows x columns of a pass) from which a pass multiplies by the dense copies:
-#: the crossover measured on 2 AVX2 cores (int4 ahead at 16 rows, fp32 GEMM from 32).
+#: Tokens of prompt from which a prompt is read through the dense copies: where fp32 GEMM draws
+#: level with the int4 kernels on 2 AVX2 cores (scripts/bench_prefill.py).
 DENSE_PASS_TOKENS = 32
 
 

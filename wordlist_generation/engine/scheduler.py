@@ -39,9 +39,11 @@ import torch
 from transformers import DynamicCache
 
 from .choose import TokenChooser
+from .fused_llama import has_dense_prefill
 from .kvcache import cache_factory, left_pad
 from .params import GenerationJob, GenerationOutput
 from .prefill import PrefixCache, PromptBatch, PromptRead, left_padded_mask, stack_caches
+from .quant import DENSE_PASS_TOKENS
 from .rows import RowState, job_output
 from .sampling import row_seed
 
@@ -127,6 +129,10 @@ class _Prefill:
     pos: int = 0
     #: The logits of the last prompt token where the prefix cache held the whole prompt.
     logits: torch.Tensor | None = None
+    #: Whether its passes multiply by dense copies (`CPU_DENSE_PREFILL`): decided once, by the
+    #: tokens it has to read, so that a long prompt reads every chunk the same way. A shorter
+    #: prompt reads that way too when it shares a long pass (`_prefill_together`).
+    dense: bool = False
 
     @property
     def job(self) -> GenerationJob:
@@ -168,6 +174,7 @@ class Scheduler:
         self.max_rows = max_rows
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
+        self.dense_prefill = has_dense_prefill(model)
         self._inbox: queue.SimpleQueue[_Entry | _Call | None] = queue.SimpleQueue()
         self._beams: deque[_Entry] = deque()
         self._calls: deque[_Call] = deque()
@@ -263,7 +270,8 @@ class Scheduler:
         for i, job in enumerate(entry.jobs):
             ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
             reused, cache, logits = self.prefixes.lookup(job.prompt_ids, self.new_cache)
-            self._prefills.append(_Prefill(entry, i, ids, cache, pos=reused, logits=logits))
+            dense = self.dense_prefill and len(job.prompt_ids) - reused >= DENSE_PASS_TOKENS
+            self._prefills.append(_Prefill(entry, i, ids, cache, reused, logits, dense))
 
     def _iterate(self) -> None:
         if self._calls:
@@ -312,6 +320,7 @@ class Scheduler:
                 cache=p.cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **self._path(p.dense),
             )
             p.pos += take
             budget -= take
@@ -323,6 +332,10 @@ class Scheduler:
                 self.prefixes.store(job.prompt_ids, p.cache, logits)
                 mask = torch.ones((1, total), dtype=torch.long, device=self.device)
                 self._start_and_join([(p, logits)], p.cache, mask)
+
+    def _path(self, dense: bool) -> dict[str, bool]:
+        """The model's keyword for a prompt pass's path (none where it has no dense copies)."""
+        return {"dense_prefill": dense} if self.dense_prefill else {}
 
     def _join_cached(self) -> bool | None:
         """Start the first waiting prompt if the prefix cache held all of it, from the logits its
@@ -348,7 +361,9 @@ class Scheduler:
         rows = len(self._seqs)
         for p in self._prefills:
             n = p.job.params.n
-            if p.job.cancel.is_set() or p.ids.shape[1] - p.pos != 1:
+            # Only after a cached prefix (a one-token prompt has no cache to join with), and not
+            # for a prompt read through dense copies, which reads its last token the same way.
+            if p.job.cancel.is_set() or p.ids.shape[1] - p.pos != 1 or p.pos == 0 or p.dense:
                 break
             if (rows or ready) and rows + n > self.max_rows:
                 break
@@ -406,7 +421,9 @@ class Scheduler:
             self.new_cache,
             self.device,
         )
-        logits = batch.run(self.model)
+        # Through the dense copies if one of them reads that way, or if the pass is long.
+        dense = any(p.dense for p in group) or batch.width * len(group) >= DENSE_PASS_TOKENS
+        logits = batch.run(self.model, **self._path(dense))
         self.prefill_passes += 1
         self.prompts_read += len(group)
         for i, p in enumerate(group):
