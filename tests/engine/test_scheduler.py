@@ -280,6 +280,22 @@ def test_a_one_token_prompt_joins_a_running_batch(engine):
     assert box[0][0].choices[0].finish_reason in ("stop", "length")
 
 
+def test_a_failed_step_fails_a_job_between_its_prompt_and_the_batch(engine, monkeypatch):
+    """A prompt just read, not yet among the running rows, when a step fails: its request fails
+    with the others instead of waiting forever."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("joining failed")
+
+    monkeypatch.setattr(engine.scheduler, "_join", broken)
+    job = GenerationJob(prompt_ids=prompt(engine, PROMPTS[1]), params=SamplingParams(4))
+    with pytest.raises(RuntimeError, match="joining failed"):
+        run(engine, [job], timeout=30)
+    monkeypatch.undo()
+    [out] = run(engine, [job])  # and the scheduler goes on
+    assert out.choices[0].token_ids
+
+
 def test_a_cancelled_row_frees_its_place_at_once(engine):
     long = SamplingParams(max_new_tokens=400)
     jobs = [GenerationJob(prompt_ids=prompt(engine, PROMPTS[0]), params=long) for _ in range(8)]

@@ -103,3 +103,30 @@ def test_bounded_load(reliability_server) -> None:
     logged = {r["request_id"]: r["status"] for r in access_lines(server.log_path)}
     for request_id, status in statuses.items():
         assert logged.get(request_id) == status, (request_id, status, logged.get(request_id))
+
+
+def test_an_empty_prompt_while_another_answer_streams_fails_neither(reliability_server) -> None:
+    """An empty text-completion prompt is one token (BOS) with nothing cached: it once joined the
+    running batch as a cached prompt, and the failed step ended every row in flight, another
+    client's stream included."""
+    client = reliability_server.client()
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a long story about the sea."}],
+        max_tokens=400,
+        stream=True,
+        extra_body={"num_beams": 1},
+    )
+    chunks = iter(stream)
+    next(c for c in chunks if c.choices and c.choices[0].delta.content)
+    empty = client.completions.create(
+        model=MODEL, prompt="", max_tokens=3, extra_body={"num_beams": 1}
+    )
+    assert empty.usage.prompt_tokens == 1 and empty.choices[0].finish_reason == "length"
+    after = 0
+    for c in chunks:  # an error event raises here
+        after += bool(c.choices and c.choices[0].delta.content)
+        if after == 5 or (c.choices and c.choices[0].finish_reason):
+            break
+    stream.close()
+    assert after > 0

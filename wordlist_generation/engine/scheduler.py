@@ -180,6 +180,9 @@ class Scheduler:
         self._calls: deque[_Call] = deque()
         self._prefills: deque[_Prefill] = deque()
         self._seqs: list[_Seq] = []
+        #: Every accepted submission not yet complete, wherever its jobs are (waiting, being
+        #: read, decoding, between the two): a failed step fails them all, none is left waiting.
+        self._entries: dict[int, _Entry] = {}
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, columns] of 0/1
         self._stopping = False
@@ -264,6 +267,8 @@ class Scheduler:
         if isinstance(entry, _Call):
             self._calls.append(entry)
             return
+        self._entries = {k: e for k, e in self._entries.items() if e.remaining > 0}
+        self._entries[id(entry)] = entry
         if entry.jobs[0].params.mode == "beam":
             self._beams.append(entry)
             return
@@ -555,9 +560,7 @@ class Scheduler:
             seq.group.complete_if_done()
 
     def _fail_all(self, exc: BaseException) -> None:
-        entries = {id(s.group.entry): s.group.entry for s in self._seqs}
-        entries.update({id(p.entry): p.entry for p in self._prefills})
-        entries.update({id(e): e for e in self._beams})
+        entries, self._entries = self._entries, {}
         self._seqs, self._cache, self._mask = [], None, None
         self._prefills.clear()
         self._beams.clear()
