@@ -16,7 +16,6 @@ from wordcheck import violations
 
 from wordlist_generation.constraints.spec import WordlistSpec
 from wordlist_generation.constraints.wordlist import WordlistRegistry, wordlist_compiler
-from wordlist_generation.engine import quant
 from wordlist_generation.engine.fused_llama import (
     FusedLlamaLayer,
     LeanForward,
@@ -132,28 +131,14 @@ def test_a_dense_copy_holds_the_quantized_weight_itself(kind):
     assert LAYERS[kind](gaussian.to(torch.bfloat16), dense=True).dense_weight is None
 
 
-def _count_dense_calls(monkeypatch) -> list[int]:
-    """Rows of every fp32 GEMM a dense copy runs (`QuantizedLinear.dense_kernel` calls
-    `F.linear`; nothing else in a fully quantized model does)."""
-    rows: list[int] = []
-    linear = quant.F.linear
-
-    def counting(x, weight, bias=None):
-        rows.append(x.shape[0])
-        return linear(x, weight, bias)
-
-    monkeypatch.setattr(quant.F, "linear", counting)
-    return rows
-
-
 def test_long_prompt_passes_read_through_the_dense_copies_and_decoding_steps_never(
-    tiny_model_dir, tiny, monkeypatch
+    tiny_model_dir, tiny, dense_rows
 ):
     dense = load_model(str(tiny_model_dir), cpu_quantization="int4")  # on by default
     plain = load_model(str(tiny_model_dir), cpu_quantization="int4", cpu_dense_prefill=False)
     assert has_dense_prefill(dense.model) and not has_dense_prefill(plain.model)
     per_pass = 4 * tiny.model.config.num_hidden_layers  # q/k/v, o, gate/up, down
-    rows = _count_dense_calls(monkeypatch)
+    rows = dense_rows
     gen = torch.Generator().manual_seed(3)
     vocab = tiny.model.config.vocab_size
     with torch.inference_mode():

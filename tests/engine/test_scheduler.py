@@ -12,7 +12,6 @@ import torch
 
 from wordlist_generation.constraints.spec import WordlistSpec
 from wordlist_generation.constraints.wordlist import WordlistRegistry, wordlist_compiler
-from wordlist_generation.engine import quant
 from wordlist_generation.engine.hf import HFEngine
 from wordlist_generation.engine.loader import load_model
 from wordlist_generation.engine.params import GenerationJob, GenerationOutput, SamplingParams
@@ -203,22 +202,8 @@ def dense_engine(tiny_model_dir):
     e.close()
 
 
-def _dense_rows(monkeypatch) -> list[int]:
-    """Rows of every fp32 GEMM over a dense copy (the only `F.linear` calls of a quantized
-    model), as the scheduler thread makes them."""
-    rows: list[int] = []
-    linear = quant.F.linear
-
-    def counting(x, weight, bias=None):
-        rows.append(x.shape[0])
-        return linear(x, weight, bias)
-
-    monkeypatch.setattr(quant.F, "linear", counting)
-    return rows
-
-
 def test_a_long_prompt_reads_through_the_dense_copies_alone_beside_others_or_in_chunks(
-    dense_engine, monkeypatch
+    dense_engine, dense_rows
 ):
     """A prompt with DENSE_PASS_TOKENS or more to read goes through the dense copies, alone,
     beside a short prompt or in chunks while another row decodes (so it gives, to the bit, the
@@ -231,7 +216,7 @@ def test_a_long_prompt_reads_through_the_dense_copies_alone_beside_others_or_in_
     long_job = GenerationJob(prompt_ids=long_ids, params=params)
     short_job = GenerationJob(prompt_ids=short_ids, params=params)
     scheduler = dense_engine.scheduler
-    rows = _dense_rows(monkeypatch)
+    rows = dense_rows
     per_pass = 4 * dense_engine.model.config.num_hidden_layers
 
     scheduler.prefixes.clear()
