@@ -8,8 +8,9 @@ rounds alternate the two int4 models on the same token ids, each first in turn; 
 median milliseconds per pass, the speed-up, and how far each path's next-token distribution
 (after the last token of each prompt) is from fp32's: mean KL(fp32 || path) and top-1 agreement.
 Called like this, a pass decides its path by its size: fewer than `DENSE_PASS_TOKENS` tokens take
-the kernels in both models (the same logits to the bit). The server's scheduler decides per
-prompt instead, by the tokens that prompt has to read.
+the kernels in both models (the same logits to the bit). The server's scheduler passes its
+decision: by the pass's size too, and dense for every chunk of a prompt with that many tokens
+to read.
 
 The token ids are real text: the benchmark prompts of `serving_common`, repeated to length.
 Prints a table and writes JSON (default bench_results/prefill.json). Run from the repo root:
@@ -86,6 +87,7 @@ def main() -> None:
         for name, b in dense.model.named_buffers()
         if name.endswith("dense_weight")
     )
+    models = {"int4": kernels, "dense": dense}
     rows = []
     print(f"threads {args.threads}, {args.rounds} rounds; dense copies {dense_bytes / 1e6:.0f} MB")
     print(
@@ -96,22 +98,19 @@ def main() -> None:
             ids = token_ids(dense.tokenizer, prompts, tokens)
             _, ref = timed(fp32.model, ids)
             times: dict[str, list[float]] = {"int4": [], "dense": []}
+            got: dict[str, torch.Tensor] = {}
             for i in range(args.rounds):  # alternating, each first in turn
                 for path in ("int4", "dense") if i % 2 == 0 else ("dense", "int4"):
-                    seconds, got = timed(kernels.model if path == "int4" else dense.model, ids)
+                    seconds, got[path] = timed(models[path].model, ids)
                     times[path].append(seconds)
-                    if path == "int4":
-                        got_kernels = got
-                    else:
-                        got_dense = got
             row = {
                 "prompts": prompts,
                 "tokens": tokens,
                 "dense_pass": prompts * tokens >= DENSE_PASS_TOKENS,
                 "int4_ms": round(1000 * statistics.median(times["int4"]), 1),
                 "dense_ms": round(1000 * statistics.median(times["dense"]), 1),
-                "int4": closeness(ref, got_kernels),
-                "dense": closeness(ref, got_dense),
+                "int4": closeness(ref, got["int4"]),
+                "dense": closeness(ref, got["dense"]),
             }
             row["speedup"] = round(row["int4_ms"] / row["dense_ms"], 2)
             rows.append(row)

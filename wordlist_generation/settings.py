@@ -91,8 +91,8 @@ class Settings(BaseSettings):
         "dequantized to fp32 (the same weights; 425 MB more per worker for the embedded model, "
         "whose int4 tensors take 199 MiB) and read prompt passes of 32 tokens or more (every "
         "chunk of a prompt that long) through fp32 GEMM: 1.0-1.3x the int4 kernels' speed at 32 "
-        "tokens, 1.5x at 64, 2.0-2.2x "
-        "from 512 on 2 AVX2 cores. Decoding steps always use the kernels. false saves the memory.",
+        "tokens, 1.5x at 64, 2.0-2.2x from 512 on 2 AVX2 cores. Decoding steps always use the "
+        "kernels. false saves the memory.",
     )
 
     # --- engine ---

@@ -143,7 +143,8 @@ def test_long_prompt_passes_read_through_the_dense_copies_and_decoding_steps_nev
     vocab = tiny.model.config.vocab_size
     with torch.inference_mode():
         # Passes left to decide by their size: rows x columns from DENSE_PASS_TOKENS up go
-        # dense, below do not (the scheduler decides per prompt instead: test_scheduler.py).
+        # dense, below do not (the scheduler also reads every chunk of a long prompt dense:
+        # test_scheduler.py).
         for shape, expect in [((1, 8), 0), ((1, 40), per_pass), ((8, 4), per_pass)]:
             rows.clear()
             ids = torch.randint(0, vocab, shape, generator=gen)

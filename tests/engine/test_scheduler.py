@@ -168,8 +168,8 @@ def test_on_the_embedded_model_greedy_rows_joining_and_leaving_decode_as_they_wo
     embedded_engine,
 ):
     """No greedy pick flips on the embedded model's test prompts, as the server runs it. Its int4
-    and int8 kernels give a row the same result in any batch, and a prompt is read on its own path
-    (dense copies or kernels) alone or beside others; attention over a left-padded batch
+    and int8 kernels give a row the same result in any batch, and a long prompt is read through
+    the dense copies alone or beside others; attention over a left-padded batch
     rounds the last bits differently (README, "Continuous batching"), never enough here to
     change an argmax. transformers' own `generate` runs other kernels: no reference here."""
     check_rows_join_and_leave(embedded_engine, "greedy", reference=False)

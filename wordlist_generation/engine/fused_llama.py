@@ -14,8 +14,8 @@ own forward pass: one mask and one pair of rotary tables per pass, the residual 
 [tokens, hidden] tensor, the projections as closures over their tensors, small matrix products
 for the attention of a decoding step, without transformers' per-call machinery. It computes the
 same logits to the bit (prompt passes over dense copies aside: `quant.DENSE_PASS_TOKENS`).
-Measured on 2 cores with the embedded model under int4 (greedy, the
-scheduler's in-place KV cache, `engine.kvcache`): a one-row decoding step took ~19.7 ms through
+Measured on 2 cores with the embedded model under int4 (greedy, the scheduler's in-place KV
+cache, `engine.kvcache`): a one-row decoding step took ~19.7 ms through
 transformers' model forward, ~15 ms through the first `LeanForward` and ~13.1 ms through this
 one (a 16-row step: ~61 and ~57 ms), of which the int4 and int8 kernels are ~7 ms (~39 ms at 16
 rows). Hidden states and attention weights (`output_hidden_states`, `output_attentions`) come from

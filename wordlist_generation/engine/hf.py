@@ -31,7 +31,6 @@ from transformers import (
 
 from ..constraints.base import SequenceConstraint
 from .base import ChatTokenizer, Engine
-from .fused_llama import has_dense_prefill
 from .loader import LoadedModel
 from .logprobs import beam_entries
 from .params import GenerationJob, GenerationOutput, ScoreOutput
@@ -139,7 +138,7 @@ class HFEngine(ChatTokenizer, Engine):
         return {
             "engine": "hf",
             "quantization": self.quantization,
-            "dense_prefill": has_dense_prefill(self.model),
+            "dense_prefill": self.scheduler.dense_prefill,
             "device": str(self.device),
         }
 

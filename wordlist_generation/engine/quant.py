@@ -33,12 +33,12 @@ every 4 rows), so past ~32 rows fp32 GEMM is faster, and a prompt is many rows. 
 (`CPU_DENSE_PREFILL`), each fused projection also keeps its quantized weight dequantized to fp32
 (the same values; 425 MB for the embedded model, more than the whole int4 model), and a prompt
 pass of `DENSE_PASS_TOKENS` tokens or more multiplies by that copy (`fused_llama.LeanForward`;
-the scheduler also reads every chunk of a prompt with that many tokens to read that way). `scripts/bench_prefill.py`
-(bench_results/prefill.json, 2 cores, prompts x tokens, int4 / dense): 1 x 9 65 / 71 ms, 1 x 16
-73 / 73, 1 x 32 168 / 130, 1 x 64 260 / 176, 4 x 40 567 / 316, 16 x 53 3791 / 1690, 1 x 512
-2336 / 1099 ms (an earlier run: 1 x 32 192 / 189). Decoding
-steps (one token per row) always take the kernels, whatever the number of rows, so batched rows
-stay batch-invariant.
+the scheduler also reads every chunk of a prompt with that many tokens to read that way).
+`scripts/bench_prefill.py` (bench_results/prefill.json, 2 cores, prompts x tokens, int4 /
+dense): 1 x 9 65 / 71 ms, 1 x 16 73 / 73, 1 x 32 168 / 130, 1 x 64 260 / 176, 4 x 40 567 / 316,
+16 x 53 3791 / 1690, 1 x 512 2336 / 1099 ms (an earlier run: 1 x 32 192 / 189). Decoding steps
+(one token per row) always take the kernels, whatever the number of rows, so batched rows stay
+batch-invariant.
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ LOSSY_INT4 = 0.01
 _KERNEL_DTYPE = torch.bfloat16
 #: Weights quantized at a time (elements): bounds the float temporaries to a few MB.
 _CHUNK_ELEMENTS = 1 << 20
-#: Tokens of prompt from which a prompt is read through the dense copies: where fp32 GEMM draws
-#: level with the int4 kernels on 2 AVX2 cores (scripts/bench_prefill.py).
+#: Tokens from which a prompt pass, and every pass of a prompt with that many tokens to read, runs
+#: over the dense copies: where fp32 GEMM draws level with the int4 kernels on 2 AVX2 cores
+#: (scripts/bench_prefill.py).
 DENSE_PASS_TOKENS = 32
 
 
